@@ -1,1 +1,31 @@
-//! ilagent
+//! ilagent: delivers operational signals from message brokers to ilert, at least once.
+//!
+//! # Layout
+//!
+//! Every message takes the same path, whatever its source:
+//!
+//! ```text
+//! source  -> Message { payload, metadata }           message.rs, sources (later issues)
+//! route   -> which kind of topic it came from         mapping::MessageKind
+//! map     -> Action: Event | Heartbeat | PolicyUpdate | Skip | Invalid     mapping/
+//! deliver -> Outcome: Delivered | Skipped | Rejected | Interrupted         delivery/, ilert/
+//! settle  -> the source's own acknowledgement         sources (later issues)
+//! ```
+//!
+//! - [`mapping`] is pure: bytes and configuration in, an [`action::Action`] out.
+//! - [`delivery`] owns retries, backoff, `Retry-After` and per-key rate limits; it talks
+//!   to ilert through [`ilert`], which only makes requests and classifies answers.
+//! - [`cli`] and [`config`] turn flags and environment variables into a validated
+//!   configuration; [`commands`] runs each subcommand.
+
+pub mod action;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod delivery;
+pub mod ilert;
+pub mod logging;
+pub mod mapping;
+pub mod message;
+pub mod secret;
+pub mod shutdown;

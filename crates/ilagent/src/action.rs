@@ -1,0 +1,82 @@
+//! What mapping decides to do with one message, and what delivery made of it.
+//!
+//! `Action` is the contract between [`crate::mapping`] (which produces it from bytes) and
+//! [`crate::delivery`] (which carries it out); `Outcome` is the contract between delivery
+//! and a source's settle step. Neither knows where a message came from.
+
+use crate::ilert::Event;
+use crate::secret::Secret;
+
+/// Move one user onto one level of the escalation policy with a routing key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyUpdate {
+    pub email: String,
+    pub routing_key: String,
+    /// Zero-based escalation level.
+    pub level: u32,
+}
+
+/// The decision for one message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    Event(Box<Event>),
+    Heartbeat(Secret),
+    PolicyUpdate(PolicyUpdate),
+    /// Not for ilert (a filter did not match): settle without delivering.
+    Skip(String),
+    /// Can never be delivered as it is: set aside with this reason.
+    Invalid(String),
+}
+
+/// What delivery made of an action. Transient failures never appear here: delivery keeps
+/// retrying them until they succeed, become permanent (retries exhausted, deadline passed)
+/// or shutdown interrupts the wait.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// ilert accepted it.
+    Delivered {
+        status: u16,
+        attempts: u32,
+        correlation_id: Option<String>,
+    },
+    /// Mapping decided it is not for ilert.
+    Skipped { reason: String },
+    /// It will never be delivered; the source sets it aside (dead-letter) and settles.
+    Rejected {
+        kind: RejectKind,
+        reason: String,
+        status: Option<u16>,
+        attempts: u32,
+    },
+    /// Shutdown came before a transient failure cleared: leave it unsettled so that the
+    /// source redelivers it after the restart.
+    Interrupted { attempts: u32 },
+}
+
+/// Why a message was rejected: sources count and report these apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectKind {
+    /// Mapping found the payload unusable.
+    Invalid,
+    /// ilert answered with a permanent error (4xx other than 408 and 429).
+    Permanent,
+    /// Transient failures went on past `--max_retries` or the deadline.
+    Exhausted,
+}
+
+impl RejectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectKind::Invalid => "invalid",
+            RejectKind::Permanent => "permanent",
+            RejectKind::Exhausted => "exhausted",
+        }
+    }
+}
+
+impl Outcome {
+    /// Delivered, skipped and rejected messages are done with; interrupted ones are not.
+    pub fn is_settled(&self) -> bool {
+        !matches!(self, Outcome::Interrupted { .. })
+    }
+}

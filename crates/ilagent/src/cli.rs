@@ -1,0 +1,573 @@
+//! The command line, flag for flag compatible with the public ilagent documentation.
+//!
+//! Flags keep their documented snake_case names (`--kafka_brokers`, `--map_key_etype`)
+//! and short letters (`-m`, `-e`, `-r`, `-k`); older spellings stay as aliases. Every
+//! daemon flag can also come from an environment variable `ILAGENT_<FLAG_NAME>`, and
+//! secrets can come only from the environment, so they need not appear in `ps`.
+//! This module only parses; [`crate::config`] validates combinations.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::ilert::{EventType, Priority};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ilagent",
+    version,
+    about = "The ilert agent: delivers events, heartbeats and escalation-policy updates from Kafka, MQTT and HTTP to ilert.",
+    rename_all = "snake_case"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes, before or after the command name.
+#[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct GlobalArgs {
+    /// Log more: -v warn, -vv info, -vvv debug, -vvvv trace (RUST_LOG overrides).
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// SQLite file for the durable queues.
+    #[arg(
+        short = 'f',
+        long,
+        global = true,
+        env = "ILAGENT_FILE",
+        default_value = "./ilagent.db3"
+    )]
+    pub file: PathBuf,
+
+    /// Log line format: `text` for people, `json` for log shippers.
+    #[arg(long, global = true, env = "ILAGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Base URL of the ilert API (events, legacy heartbeats, escalation policies).
+    #[arg(
+        long,
+        global = true,
+        env = "ILERT_API_URL",
+        default_value = "https://api.ilert.com"
+    )]
+    pub ilert_url: String,
+
+    /// Base URL for heartbeat pings of new heartbeat monitors.
+    #[arg(
+        long,
+        global = true,
+        env = "ILAGENT_ILERT_BEAT_URL",
+        default_value = "https://beat.ilert.com"
+    )]
+    pub ilert_beat_url: String,
+
+    /// How long to wait for a connection to ilert.
+    #[arg(long, global = true, env = "ILAGENT_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub connect_timeout: Duration,
+
+    /// How long one request to ilert may take before it counts as failed (and is retried).
+    #[arg(long, global = true, env = "ILAGENT_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(rename_all = "snake_case")]
+pub enum Command {
+    /// Send one event to ilert; exits 0 only when ilert accepted it.
+    Event(EventArgs),
+    /// Ping one heartbeat; exits 0 only when ilert accepted the ping.
+    Heartbeat(HeartbeatArgs),
+    /// Run the agent: consume brokers, serve the local proxy, ping the agent's heartbeat.
+    Daemon(Box<DaemonArgs>),
+}
+
+#[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct EventArgs {
+    /// Integration key of the alert source.
+    #[arg(
+        short = 'k',
+        long,
+        visible_alias = "api_key",
+        env = "ILERT_INTEGRATION_KEY",
+        hide_env_values = true
+    )]
+    pub integration_key: Option<String>,
+
+    /// ALERT, ACCEPT, RESOLVE or COMMENT.
+    #[arg(short = 't', long, value_parser = parse_event_type, default_value = "ALERT")]
+    pub event_type: EventType,
+
+    /// What happened (required for ALERT).
+    #[arg(short = 's', long)]
+    pub summary: Option<String>,
+
+    /// Correlates ACCEPT and RESOLVE with the ALERT they belong to.
+    #[arg(short = 'i', long)]
+    pub alert_key: Option<String>,
+
+    /// HIGH or LOW.
+    #[arg(short = 'o', long, value_parser = parse_priority)]
+    pub priority: Option<Priority>,
+
+    /// Longer description (markdown).
+    #[arg(short = 'd', long)]
+    pub details: Option<String>,
+
+    /// URL of an image to attach (repeatable).
+    #[arg(short = 'g', long = "image")]
+    pub images: Vec<String>,
+
+    /// URL of a link to attach (repeatable).
+    #[arg(short = 'l', long = "link")]
+    pub links: Vec<String>,
+
+    /// Keep retrying transient failures until this much time has passed.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub timeout: Duration,
+
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct HeartbeatArgs {
+    /// Heartbeat key (`il1hbt…` keys use the legacy heartbeat endpoint).
+    #[arg(
+        short = 'k',
+        long,
+        visible_alias = "api_key",
+        env = "ILERT_INTEGRATION_KEY",
+        hide_env_values = true
+    )]
+    pub integration_key: Option<String>,
+
+    /// Keep retrying transient failures until this much time has passed.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub timeout: Duration,
+
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+}
+
+/// How delivery retries and paces requests; shared by every command.
+#[derive(Clone, Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct DeliveryArgs {
+    /// Attempts before a message that keeps failing transiently is rejected (0 = unlimited).
+    #[arg(long, env = "ILAGENT_MAX_RETRIES", default_value_t = 100)]
+    pub max_retries: u32,
+
+    /// First backoff ceiling after a transient failure (full jitter below it).
+    #[arg(long, env = "ILAGENT_BACKOFF_INITIAL", value_parser = parse_duration, default_value = "500ms")]
+    pub backoff_initial: Duration,
+
+    /// Longest backoff between attempts.
+    #[arg(long, env = "ILAGENT_BACKOFF_MAX", value_parser = parse_duration, default_value = "60s")]
+    pub backoff_max: Duration,
+
+    /// Requests per integration key per window, ilert's limit (0 = no client-side limit).
+    #[arg(long, env = "ILAGENT_RATE_LIMIT_EVENTS", default_value_t = 50)]
+    pub rate_limit_events: u32,
+
+    /// Pings per heartbeat key per window (0 = no client-side limit).
+    #[arg(long, env = "ILAGENT_RATE_LIMIT_HEARTBEATS", default_value_t = 5)]
+    pub rate_limit_heartbeats: u32,
+
+    /// Requests per user API key per window (0 = no client-side limit).
+    #[arg(long, env = "ILAGENT_RATE_LIMIT_API", default_value_t = 120)]
+    pub rate_limit_api: u32,
+
+    /// The window the rate limits count in.
+    #[arg(long, env = "ILAGENT_RATE_LIMIT_WINDOW", value_parser = parse_duration, default_value = "60s")]
+    pub rate_limit_window: Duration,
+}
+
+#[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct DaemonArgs {
+    // ---- sources ----
+    /// Start the local HTTP proxy on this port.
+    #[arg(short = 'p', long, env = "ILAGENT_PORT", help_heading = "Sources")]
+    pub port: Option<u16>,
+
+    /// Ping this heartbeat key regularly while the agent is healthy.
+    #[arg(
+        short = 'b',
+        long,
+        env = "ILAGENT_HEARTBEAT",
+        hide_env_values = true,
+        help_heading = "Sources"
+    )]
+    pub heartbeat: Option<String>,
+
+    /// How often to ping the -b heartbeat.
+    #[arg(long, env = "ILAGENT_HEARTBEAT_INTERVAL", value_parser = parse_duration, default_value = "60s", help_heading = "Sources")]
+    pub heartbeat_interval: Duration,
+
+    /// MQTT broker host.
+    #[arg(short = 'm', long, env = "ILAGENT_MQTT_HOST", help_heading = "Sources")]
+    pub mqtt_host: Option<String>,
+
+    /// MQTT broker port.
+    #[arg(
+        short = 'q',
+        long,
+        env = "ILAGENT_MQTT_PORT",
+        default_value_t = 1883,
+        help_heading = "Sources"
+    )]
+    pub mqtt_port: u16,
+
+    /// MQTT client id.
+    #[arg(
+        short = 'n',
+        long,
+        env = "ILAGENT_MQTT_NAME",
+        default_value = "ilagent",
+        help_heading = "Sources"
+    )]
+    pub mqtt_name: String,
+
+    /// Kafka bootstrap brokers, comma- or space-separated.
+    #[arg(long, env = "ILAGENT_KAFKA_BROKERS", help_heading = "Sources")]
+    pub kafka_brokers: Option<String>,
+
+    /// Kafka consumer group id.
+    #[arg(
+        long,
+        env = "ILAGENT_KAFKA_GROUP_ID",
+        default_value = "ilagent",
+        help_heading = "Sources"
+    )]
+    pub kafka_group_id: String,
+
+    /// Topic carrying events (repeatable; MQTT wildcards allowed).
+    #[arg(
+        short = 'e',
+        long = "event_topic",
+        visible_alias = "mqtt_event_topic",
+        env = "ILAGENT_EVENT_TOPIC",
+        value_delimiter = ',',
+        help_heading = "Sources"
+    )]
+    pub event_topics: Vec<String>,
+
+    /// Topic carrying heartbeats (repeatable; MQTT wildcards allowed).
+    #[arg(
+        short = 'r',
+        long = "heartbeat_topic",
+        visible_alias = "mqtt_heartbeat_topic",
+        env = "ILAGENT_HEARTBEAT_TOPIC",
+        value_delimiter = ',',
+        help_heading = "Sources"
+    )]
+    pub heartbeat_topics: Vec<String>,
+
+    /// Topic carrying escalation-policy updates (repeatable).
+    #[arg(
+        long = "policy_topic",
+        env = "ILAGENT_POLICY_TOPIC",
+        value_delimiter = ',',
+        help_heading = "Sources"
+    )]
+    pub policy_topics: Vec<String>,
+
+    // ---- mapping ----
+    /// Integration key for every event, overriding the payload's.
+    #[arg(
+        long,
+        visible_alias = "mqtt_event_key",
+        env = "ILAGENT_EVENT_KEY",
+        hide_env_values = true,
+        help_heading = "Mapping"
+    )]
+    pub event_key: Option<String>,
+
+    /// Payload field (dot path) holding the event type.
+    #[arg(
+        long,
+        visible_alias = "mqtt_map_key_etype",
+        env = "ILAGENT_MAP_KEY_ETYPE",
+        default_value = "eventType",
+        help_heading = "Mapping"
+    )]
+    pub map_key_etype: String,
+
+    /// Payload field (dot path) holding the summary.
+    #[arg(
+        long,
+        visible_alias = "mqtt_map_key_summary",
+        env = "ILAGENT_MAP_KEY_SUMMARY",
+        default_value = "summary",
+        help_heading = "Mapping"
+    )]
+    pub map_key_summary: String,
+
+    /// Payload field (dot path) holding the alert key.
+    #[arg(
+        long,
+        visible_alias = "mqtt_map_key_alert_key",
+        env = "ILAGENT_MAP_KEY_ALERT_KEY",
+        default_value = "alertKey",
+        help_heading = "Mapping"
+    )]
+    pub map_key_alert_key: String,
+
+    /// Payload value that means ALERT.
+    #[arg(
+        long,
+        visible_alias = "mqtt_map_val_etype_alert",
+        env = "ILAGENT_MAP_VAL_ETYPE_ALERT",
+        help_heading = "Mapping"
+    )]
+    pub map_val_etype_alert: Option<String>,
+
+    /// Payload value that means ACCEPT.
+    #[arg(
+        long,
+        visible_alias = "mqtt_map_val_etype_accept",
+        env = "ILAGENT_MAP_VAL_ETYPE_ACCEPT",
+        help_heading = "Mapping"
+    )]
+    pub map_val_etype_accept: Option<String>,
+
+    /// Payload value that means RESOLVE.
+    #[arg(
+        long,
+        visible_alias = "mqtt_map_val_etype_resolve",
+        env = "ILAGENT_MAP_VAL_ETYPE_RESOLVE",
+        help_heading = "Mapping"
+    )]
+    pub map_val_etype_resolve: Option<String>,
+
+    /// Only deliver messages that have this field (dot path).
+    #[arg(
+        long,
+        visible_alias = "mqtt_filter_key",
+        env = "ILAGENT_FILTER_KEY",
+        help_heading = "Mapping"
+    )]
+    pub filter_key: Option<String>,
+
+    /// ...and whose --filter_key field has this value (non-strings compare as JSON text).
+    #[arg(
+        long,
+        visible_alias = "mqtt_filter_val",
+        env = "ILAGENT_FILTER_VAL",
+        help_heading = "Mapping"
+    )]
+    pub filter_val: Option<String>,
+
+    /// Send the whole message payload as the event's customDetails.
+    #[arg(
+        long,
+        env = "ILAGENT_FORWARD_MESSAGE_PAYLOAD",
+        help_heading = "Mapping"
+    )]
+    pub forward_message_payload: bool,
+
+    /// Payload fields whose values, concatenated in order, form the policy routing key.
+    #[arg(
+        long,
+        env = "ILAGENT_POLICY_ROUTING_KEYS",
+        value_delimiter = ',',
+        help_heading = "Escalation policies"
+    )]
+    pub policy_routing_keys: Vec<String>,
+
+    /// Payload field (dot path) holding the user's email.
+    #[arg(
+        long,
+        env = "ILAGENT_MAP_KEY_EMAIL",
+        default_value = "data.email",
+        help_heading = "Escalation policies"
+    )]
+    pub map_key_email: String,
+
+    /// Payload field (dot path) holding the shift (a number or a string holding one).
+    #[arg(
+        long,
+        env = "ILAGENT_MAP_KEY_SHIFT",
+        default_value = "data.shift",
+        help_heading = "Escalation policies"
+    )]
+    pub map_key_shift: String,
+
+    /// Added to the shift to get the zero-based escalation level (never below 0).
+    #[arg(
+        long,
+        env = "ILAGENT_SHIFT_OFFSET",
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        help_heading = "Escalation policies"
+    )]
+    pub shift_offset: i64,
+
+    /// ilert user API key for escalation-policy updates (a leading `Bearer ` is fine).
+    #[arg(
+        long,
+        env = "ILERT_API_KEY",
+        hide_env_values = true,
+        help_heading = "Escalation policies"
+    )]
+    pub ilert_api_key: Option<String>,
+
+    // ---- delivery ----
+    /// Path events are posted to, with `{key}` for the integration key
+    /// (default: /api/v1/events/kafka/{key} for Kafka, /api/v1/events/mqtt/{key} for MQTT).
+    #[arg(long, env = "ILAGENT_ILERT_EVENT_PATH", help_heading = "Delivery")]
+    pub ilert_event_path: Option<String>,
+
+    #[command(flatten, next_help_heading = "Delivery")]
+    pub delivery: DeliveryArgs,
+}
+
+/// `30s`, `500ms`, `2m`, `1h 30m`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text)
+        .map_err(|_| format!("`{text}` is not a duration: write it like 30s, 500ms, 2m or 1h"))
+}
+
+fn parse_event_type(text: &str) -> Result<EventType, String> {
+    text.parse()
+}
+
+fn parse_priority(text: &str) -> Result<Priority, String> {
+    text.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_take_units_or_plain_seconds() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").unwrap_err().contains("30s"));
+    }
+
+    #[test]
+    fn documented_mqtt_command_parses() {
+        let cli = Cli::try_parse_from([
+            "ilagent",
+            "daemon",
+            "-m",
+            "127.0.0.1",
+            "-q",
+            "1883",
+            "-n",
+            "ilagent",
+            "-e",
+            "ilert/events",
+            "-r",
+            "ilert/heartbeats",
+            "-v",
+            "-v",
+        ])
+        .unwrap();
+        let Command::Daemon(args) = cli.command else {
+            panic!("daemon expected")
+        };
+        assert_eq!(args.mqtt_host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(args.event_topics, ["ilert/events"]);
+        assert_eq!(args.heartbeat_topics, ["ilert/heartbeats"]);
+        assert_eq!(cli.global.verbose, 2);
+    }
+
+    #[test]
+    fn documented_kafka_and_mapping_command_parses() {
+        let cli = Cli::try_parse_from([
+            "ilagent",
+            "daemon",
+            "--kafka_brokers",
+            "localhost:9092",
+            "--kafka_group_id",
+            "ilagent",
+            "-e",
+            "events-topic",
+            "-r",
+            "heartbeats-topic",
+            "--event_key",
+            "il1api112115xxx",
+            "--map_key_alert_key",
+            "mCode",
+            "--map_key_summary",
+            "comment",
+            "--map_key_etype",
+            "state",
+            "--map_val_etype_alert",
+            "SET",
+            "--map_val_etype_accept",
+            "ACK",
+            "--map_val_etype_resolve",
+            "CLR",
+            "--filter_key",
+            "type",
+            "--filter_val",
+            "ALARM",
+            "--shift_offset",
+            "-1",
+        ])
+        .unwrap();
+        let Command::Daemon(args) = cli.command else {
+            panic!("daemon expected")
+        };
+        assert_eq!(args.kafka_brokers.as_deref(), Some("localhost:9092"));
+        assert_eq!(args.map_val_etype_resolve.as_deref(), Some("CLR"));
+        assert_eq!(args.shift_offset, -1);
+    }
+
+    #[test]
+    fn documented_event_command_parses() {
+        let cli = Cli::try_parse_from([
+            "ilagent",
+            "event",
+            "-k",
+            "il1api123",
+            "-t",
+            "ALERT",
+            "-s",
+            "a summary from the shell",
+            "-g",
+            "u1",
+            "-g",
+            "u2",
+            "-l",
+            "l1",
+            "-o",
+            "LOW",
+        ])
+        .unwrap();
+        let Command::Event(args) = cli.command else {
+            panic!("event expected")
+        };
+        assert_eq!(args.images, ["u1", "u2"]);
+        assert_eq!(args.priority, Some(Priority::Low));
+    }
+}

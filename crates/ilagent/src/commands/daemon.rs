@@ -1,0 +1,90 @@
+//! `ilagent daemon`: validates the whole configuration, then runs what it names until
+//! SIGINT or SIGTERM.
+//!
+//! The broker sources and the HTTP proxy arrive in later releases; today the daemon runs
+//! the agent's own heartbeat (`-b`) and refuses, with exit status 2, a configuration that
+//! needs a source this build does not have yet.
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Exit;
+use crate::action::{Action, Outcome};
+use crate::cli::{DaemonArgs, GlobalArgs};
+use crate::config::{AgentHeartbeat, DaemonConfig, UsageError};
+use crate::delivery::{Context, Deliverer};
+use crate::ilert::IlertClient;
+
+pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
+    let config = match DaemonConfig::from_args(global, args) {
+        Ok(config) => config,
+        Err(error) => return error.into(),
+    };
+    if let Some(missing) = unavailable_source(&config) {
+        return UsageError(format!(
+            "{missing} is not available in this build of ilagent yet: remove it, or use a release that has it"
+        ))
+        .into();
+    }
+    let client = match IlertClient::new(&config.client) {
+        Ok(client) => client,
+        Err(error) => return Exit::Failed(error.to_string()),
+    };
+    let deliverer = Deliverer::new(client, config.budgets, config.retry, config.api_key.clone());
+
+    let shutdown = CancellationToken::new();
+    crate::shutdown::cancel_on_signal(shutdown.clone());
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "ilagent daemon started"
+    );
+    if let Some(heartbeat) = &config.heartbeat {
+        ping_until_shutdown(&deliverer, heartbeat, &shutdown).await;
+    }
+    tracing::info!("ilagent daemon stopped");
+    Exit::Success
+}
+
+fn unavailable_source(config: &DaemonConfig) -> Option<&'static str> {
+    if config.kafka.is_some() {
+        Some("the Kafka source (--kafka_brokers)")
+    } else if config.mqtt.is_some() {
+        Some("the MQTT source (-m/--mqtt_host)")
+    } else if config.http_port.is_some() {
+        Some("the HTTP proxy (-p/--port)")
+    } else {
+        None
+    }
+}
+
+/// Pings the agent's heartbeat at start and then every interval. A ping that keeps
+/// failing is given up when the next one is due, so pings never pile up.
+async fn ping_until_shutdown(
+    deliverer: &Deliverer,
+    heartbeat: &AgentHeartbeat,
+    shutdown: &CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(heartbeat.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let action = Action::Heartbeat(heartbeat.key.clone());
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let ctx = Context {
+            location: &"agent heartbeat",
+            deadline: Some(Instant::now() + heartbeat.interval),
+            cancel: shutdown,
+        };
+        match deliverer.deliver(&action, &ctx).await {
+            Outcome::Delivered { .. } => {
+                tracing::debug!(key = %heartbeat.key, "agent heartbeat pinged")
+            }
+            Outcome::Interrupted { .. } => return,
+            other => {
+                tracing::warn!(key = %heartbeat.key, outcome = ?other, "agent heartbeat ping failed")
+            }
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! Validated configuration: what the parsed flags mean, checked before anything starts.
+//!
+//! Every check here fails with a [`UsageError`] that names the flag and the fix; `main`
+//! prints it and exits with status 2, the same as a flag clap itself rejects. Nothing
+//! downstream re-validates: a config that exists is a config that makes sense.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use crate::cli::{DaemonArgs, DeliveryArgs, GlobalArgs};
+use crate::delivery::{Backoff, Budget, Budgets, RetryPolicy};
+use crate::ilert::{ClientSettings, EventPath};
+use crate::mapping::{FieldPath, Filter, MappingConfig, PolicyMapping};
+use crate::secret::Secret;
+
+/// A flag or combination of flags that cannot work; the message names the flag and the fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+impl UsageError {
+    fn new(message: impl fmt::Display) -> Self {
+        UsageError(message.to_string())
+    }
+}
+
+/// How to reach ilert, from the global flags.
+pub fn client_settings(global: &GlobalArgs) -> Result<ClientSettings, UsageError> {
+    Ok(ClientSettings {
+        api_url: base_url("--ilert_url", &global.ilert_url)?,
+        beat_url: base_url("--ilert_beat_url", &global.ilert_beat_url)?,
+        connect_timeout: positive("--connect_timeout", global.connect_timeout)?,
+        request_timeout: positive("--request_timeout", global.request_timeout)?,
+    })
+}
+
+/// Retry policy and rate-limit budgets, from the delivery flags.
+pub fn delivery_settings(args: &DeliveryArgs) -> Result<(RetryPolicy, Budgets), UsageError> {
+    let initial = positive("--backoff_initial", args.backoff_initial)?;
+    let max = positive("--backoff_max", args.backoff_max)?;
+    if initial > max {
+        return Err(UsageError::new(format!(
+            "--backoff_initial ({initial:?}) is longer than --backoff_max ({max:?}): make the initial backoff the shorter one"
+        )));
+    }
+    let window = positive("--rate_limit_window", args.rate_limit_window)?;
+    let budget = |limit| Budget { limit, window };
+    Ok((
+        RetryPolicy {
+            backoff: Backoff { initial, max },
+            max_attempts: (args.max_retries > 0).then_some(args.max_retries),
+            ..RetryPolicy::default()
+        },
+        Budgets {
+            integration: budget(args.rate_limit_events),
+            heartbeat: budget(args.rate_limit_heartbeats),
+            api: budget(args.rate_limit_api),
+        },
+    ))
+}
+
+/// A key from a flag or its environment variable; empty counts as absent.
+pub fn secret(value: Option<&str>) -> Option<Secret> {
+    value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(Secret::new)
+}
+
+/// The topics a broker source subscribes to, by what they carry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Topics {
+    pub events: Vec<String>,
+    pub heartbeats: Vec<String>,
+    pub policies: Vec<String>,
+}
+
+impl Topics {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.heartbeats.is_empty() && self.policies.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaConfig {
+    pub brokers: Vec<String>,
+    pub group_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+}
+
+/// The agent's own heartbeat (`-b`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentHeartbeat {
+    pub key: Secret,
+    pub interval: Duration,
+}
+
+/// Everything `ilagent daemon` runs from.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub client: ClientSettings,
+    pub retry: RetryPolicy,
+    pub budgets: Budgets,
+    pub mapping: MappingConfig,
+    pub api_key: Option<Secret>,
+    pub db_file: PathBuf,
+    pub heartbeat: Option<AgentHeartbeat>,
+    pub http_port: Option<u16>,
+    pub kafka: Option<KafkaConfig>,
+    pub mqtt: Option<MqttConfig>,
+    pub topics: Topics,
+    /// `--ilert_event_path`; `None` means each source's default.
+    pub event_path: Option<EventPath>,
+}
+
+impl DaemonConfig {
+    pub fn from_args(global: &GlobalArgs, args: &DaemonArgs) -> Result<Self, UsageError> {
+        let client = client_settings(global)?;
+        let (retry, budgets) = delivery_settings(&args.delivery)?;
+        let topics = Topics {
+            events: topic_list("-e/--event_topic", &args.event_topics)?,
+            heartbeats: topic_list("-r/--heartbeat_topic", &args.heartbeat_topics)?,
+            policies: topic_list("--policy_topic", &args.policy_topics)?,
+        };
+        let kafka = args
+            .kafka_brokers
+            .as_deref()
+            .map(|brokers| kafka_config(brokers, &args.kafka_group_id))
+            .transpose()?;
+        let mqtt = args
+            .mqtt_host
+            .as_deref()
+            .map(|host| mqtt_config(host, args.mqtt_port, &args.mqtt_name))
+            .transpose()?;
+        let heartbeat = agent_heartbeat(args)?;
+        let api_key = secret(args.ilert_api_key.as_deref());
+
+        if kafka.is_some() && mqtt.is_some() {
+            return Err(UsageError::new(
+                "--kafka_brokers and -m/--mqtt_host cannot be combined: the topic flags would apply to both; run one agent per broker",
+            ));
+        }
+        let has_broker = kafka.is_some() || mqtt.is_some();
+        if has_broker && topics.is_empty() {
+            return Err(UsageError::new(
+                "no topic to consume: at least one topic (-e, -r, or --policy_topic) must be configured",
+            ));
+        }
+        if !has_broker && !topics.is_empty() {
+            return Err(UsageError::new(
+                "-e/-r/--policy_topic name topics, but no broker is configured: add --kafka_brokers HOST:PORT or -m/--mqtt_host HOST",
+            ));
+        }
+        if !has_broker && args.port.is_none() && heartbeat.is_none() {
+            return Err(UsageError::new(
+                "nothing to run: configure at least one of --kafka_brokers, -m/--mqtt_host, -p/--port or -b/--heartbeat",
+            ));
+        }
+        if !topics.policies.is_empty() {
+            if api_key.is_none() {
+                return Err(UsageError::new(
+                    "--policy_topic needs an ilert user API key: set the environment variable ILERT_API_KEY (or --ilert_api_key)",
+                ));
+            }
+            if args.policy_routing_keys.iter().all(|k| k.trim().is_empty()) {
+                return Err(UsageError::new(
+                    "--policy_topic needs --policy_routing_keys: name the payload fields that form the routing key, e.g. --policy_routing_keys team,site",
+                ));
+            }
+        }
+        if let Some(port) = args.port
+            && port == 0
+        {
+            return Err(UsageError::new(
+                "-p/--port 0 is not a port: give the port to listen on, e.g. -p 8977",
+            ));
+        }
+
+        Ok(DaemonConfig {
+            client,
+            retry,
+            budgets,
+            mapping: mapping_config(args)?,
+            api_key,
+            db_file: global.file.clone(),
+            heartbeat,
+            http_port: args.port,
+            kafka,
+            mqtt,
+            topics,
+            event_path: args
+                .ilert_event_path
+                .as_deref()
+                .map(|path| event_path("--ilert_event_path", path))
+                .transpose()?,
+        })
+    }
+}
+
+fn mapping_config(args: &DaemonArgs) -> Result<MappingConfig, UsageError> {
+    let filter = match (&args.filter_key, &args.filter_val) {
+        (None, Some(_)) => {
+            return Err(UsageError::new(
+                "--filter_val needs --filter_key: name the field whose value must match, e.g. --filter_key type --filter_val ALARM",
+            ));
+        }
+        (Some(key), value) => Some(Filter {
+            key: field("--filter_key", key)?,
+            value: value.clone(),
+        }),
+        (None, None) => None,
+    };
+    let values = [
+        ("--map_val_etype_alert", &args.map_val_etype_alert),
+        ("--map_val_etype_accept", &args.map_val_etype_accept),
+        ("--map_val_etype_resolve", &args.map_val_etype_resolve),
+    ];
+    for (i, (flag, value)) in values.iter().enumerate() {
+        for (other_flag, other) in &values[i + 1..] {
+            if value.is_some() && value == other {
+                return Err(UsageError::new(format!(
+                    "{flag} and {other_flag} both map the value `{}`: give each event type its own value",
+                    value.as_deref().unwrap_or_default()
+                )));
+            }
+        }
+    }
+    Ok(MappingConfig {
+        event_key: secret(args.event_key.as_deref()),
+        event_type_field: field("--map_key_etype", &args.map_key_etype)?,
+        summary_field: field("--map_key_summary", &args.map_key_summary)?,
+        alert_key_field: field("--map_key_alert_key", &args.map_key_alert_key)?,
+        alert_value: args.map_val_etype_alert.clone(),
+        accept_value: args.map_val_etype_accept.clone(),
+        resolve_value: args.map_val_etype_resolve.clone(),
+        filter,
+        forward_payload: args.forward_message_payload,
+        policy: PolicyMapping {
+            routing_key_fields: args
+                .policy_routing_keys
+                .iter()
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .collect(),
+            email: field("--map_key_email", &args.map_key_email)?,
+            shift: field("--map_key_shift", &args.map_key_shift)?,
+            shift_offset: args.shift_offset,
+        },
+    })
+}
+
+fn agent_heartbeat(args: &DaemonArgs) -> Result<Option<AgentHeartbeat>, UsageError> {
+    let Some(key) = args.heartbeat.as_deref() else {
+        return Ok(None);
+    };
+    let key = secret(Some(key)).ok_or_else(|| {
+        UsageError::new("-b/--heartbeat is empty: give the heartbeat key, e.g. -b il1hbt…")
+    })?;
+    if args.heartbeat_interval < Duration::from_secs(1) {
+        return Err(UsageError::new(
+            "--heartbeat_interval must be at least 1s: ilert recommends 60s",
+        ));
+    }
+    Ok(Some(AgentHeartbeat {
+        key,
+        interval: args.heartbeat_interval,
+    }))
+}
+
+fn kafka_config(brokers: &str, group_id: &str) -> Result<KafkaConfig, UsageError> {
+    let brokers: Vec<String> = brokers
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|b| !b.is_empty())
+        .map(str::to_string)
+        .collect();
+    if brokers.is_empty() {
+        return Err(UsageError::new(
+            "--kafka_brokers is empty: give at least one broker, e.g. --kafka_brokers localhost:9092",
+        ));
+    }
+    for broker in &brokers {
+        let port_ok = broker
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(UsageError::new(format!(
+                "--kafka_brokers: `{broker}` is not HOST:PORT, e.g. localhost:9092"
+            )));
+        }
+    }
+    if group_id.trim().is_empty() {
+        return Err(UsageError::new(
+            "--kafka_group_id is empty: give the consumer group id, e.g. ilagent",
+        ));
+    }
+    Ok(KafkaConfig {
+        brokers,
+        group_id: group_id.trim().to_string(),
+    })
+}
+
+fn mqtt_config(host: &str, port: u16, client_id: &str) -> Result<MqttConfig, UsageError> {
+    if host.trim().is_empty() {
+        return Err(UsageError::new(
+            "-m/--mqtt_host is empty: give the broker's host, e.g. -m 127.0.0.1",
+        ));
+    }
+    if port == 0 {
+        return Err(UsageError::new(
+            "-q/--mqtt_port 0 is not a port: the MQTT default is 1883",
+        ));
+    }
+    if client_id.trim().is_empty() {
+        return Err(UsageError::new(
+            "-n/--mqtt_name is empty: give a client id, e.g. -n ilagent",
+        ));
+    }
+    Ok(MqttConfig {
+        host: host.trim().to_string(),
+        port,
+        client_id: client_id.trim().to_string(),
+    })
+}
+
+fn topic_list(flag: &str, topics: &[String]) -> Result<Vec<String>, UsageError> {
+    topics
+        .iter()
+        .map(|t| {
+            let t = t.trim();
+            if t.is_empty() {
+                Err(UsageError::new(format!(
+                    "{flag} is empty: give a topic name"
+                )))
+            } else {
+                Ok(t.to_string())
+            }
+        })
+        .collect()
+}
+
+fn field(flag: &str, path: &str) -> Result<FieldPath, UsageError> {
+    let path = path.trim();
+    if path.is_empty() || path.split('.').any(str::is_empty) {
+        return Err(UsageError::new(format!(
+            "{flag}: `{path}` is not a field name: use a name or a dot path such as data.email"
+        )));
+    }
+    Ok(FieldPath::new(path))
+}
+
+fn base_url(flag: &str, text: &str) -> Result<Url, UsageError> {
+    let url = Url::parse(text.trim()).map_err(|e| {
+        UsageError::new(format!(
+            "{flag}: `{text}` is not a URL ({e}): write it like https://api.ilert.com"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(UsageError::new(format!(
+            "{flag}: `{text}` must be an http:// or https:// URL with a host, like https://api.ilert.com"
+        )));
+    }
+    Ok(url)
+}
+
+fn event_path(flag: &str, path: &str) -> Result<EventPath, UsageError> {
+    let path = path.trim();
+    if !path.starts_with('/') {
+        return Err(UsageError::new(format!(
+            "{flag}: `{path}` must be a path starting with /, e.g. /api/v1/events/kafka/{{key}}"
+        )));
+    }
+    Ok(if path.contains("{key}") {
+        EventPath::PerKey(path.to_string())
+    } else if path.trim_end_matches('/') == "/api/events" {
+        EventPath::Generic
+    } else {
+        return Err(UsageError::new(format!(
+            "{flag}: `{path}` has no {{key}} placeholder: use /api/events or a path with {{key}}, e.g. /api/v1/events/kafka/{{key}}"
+        )));
+    })
+}
+
+fn positive(flag: &str, duration: Duration) -> Result<Duration, UsageError> {
+    if duration.is_zero() {
+        Err(UsageError::new(format!("{flag} must be longer than 0")))
+    } else {
+        Ok(duration)
+    }
+}

@@ -1,0 +1,228 @@
+//! Keeps each ilert key inside its request budget, so the agent does not provoke 429s.
+//!
+//! ilert counts requests per key in one-minute windows (50 per integration key, 5 per
+//! heartbeat key, 120 per user API key). The limiter keeps, per key, the send times of
+//! its last `limit` requests and gives the next request the earliest slot at which no
+//! window of that length would hold more than `limit`: a burst of up to `limit` goes out
+//! at once, and a key over budget waits alone while other keys go on. (A token bucket
+//! with a burst of `limit` would allow nearly twice the budget inside one fixed window.)
+//!
+//! Slots are reserved under the lock and waited for outside it, so concurrent callers
+//! on one key queue up in order without holding anything across an await.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Which budget a key is counted against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyClass {
+    /// Alert-source integration keys (events).
+    Integration,
+    /// Heartbeat keys.
+    Heartbeat,
+    /// User API keys (escalation-policy calls).
+    Api,
+}
+
+/// At most `limit` requests in any `window`; a limit of 0 turns the budget off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub limit: u32,
+    pub window: Duration,
+}
+
+impl Budget {
+    pub fn per_minute(limit: u32) -> Self {
+        Budget {
+            limit,
+            window: Duration::from_secs(60),
+        }
+    }
+
+    /// The window the limiter really uses: 2% longer than ilert's, so that clock skew and
+    /// network jitter do not push a request into a window that is already full.
+    fn guarded_window(&self) -> Duration {
+        self.window + self.window / 50
+    }
+}
+
+/// The budgets of the three key classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budgets {
+    pub integration: Budget,
+    pub heartbeat: Budget,
+    pub api: Budget,
+}
+
+impl Default for Budgets {
+    /// ilert's published limits.
+    fn default() -> Self {
+        Budgets {
+            integration: Budget::per_minute(50),
+            heartbeat: Budget::per_minute(5),
+            api: Budget::per_minute(120),
+        }
+    }
+}
+
+impl Budgets {
+    fn of(&self, class: KeyClass) -> Budget {
+        match class {
+            KeyClass::Integration => self.integration,
+            KeyClass::Heartbeat => self.heartbeat,
+            KeyClass::Api => self.api,
+        }
+    }
+}
+
+/// How many reservations pass between sweeps of idle keys.
+const SWEEP_EVERY: u64 = 4096;
+
+/// Per-key sliding-window rate limiter. Shared by every delivery task.
+#[derive(Debug)]
+pub struct RateLimiter {
+    budgets: Budgets,
+    /// Per key: the slots of its most recent requests (at most `limit`), oldest first.
+    slots: Mutex<HashMap<(KeyClass, String), VecDeque<Instant>>>,
+    reservations: AtomicU64,
+}
+
+impl RateLimiter {
+    pub fn new(budgets: Budgets) -> Self {
+        RateLimiter {
+            budgets,
+            slots: Mutex::new(HashMap::new()),
+            reservations: AtomicU64::new(0),
+        }
+    }
+
+    /// Waits until `key` may send one request, and returns how long that took.
+    pub async fn acquire(&self, class: KeyClass, key: &str) -> Duration {
+        let now = Instant::now();
+        let slot = self.reserve(class, key, now);
+        if slot > now {
+            tokio::time::sleep_until(slot).await;
+        }
+        slot.saturating_duration_since(now)
+    }
+
+    /// Books the next free slot for `key` at or after `now`.
+    fn reserve(&self, class: KeyClass, key: &str, now: Instant) -> Instant {
+        let budget = self.budgets.of(class);
+        if budget.limit == 0 {
+            return now;
+        }
+        let window = budget.guarded_window();
+        let limit = budget.limit as usize;
+        // A poisoned lock only means another task panicked mid-update; the slots are
+        // still a valid (if conservative) schedule.
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if self.reservations.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            slots.retain(|_, log| log.back().is_some_and(|last| *last + window > now));
+        }
+        let log = slots.entry((class, key.to_string())).or_default();
+        let slot = if log.len() < limit {
+            now
+        } else {
+            // The request `limit` places back must have left the window.
+            log.front()
+                .map_or(now, |oldest| (*oldest + window).max(now))
+        };
+        log.push_back(slot);
+        while log.len() > limit {
+            log.pop_front();
+        }
+        slot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(limit: u32, window_secs: u64) -> RateLimiter {
+        let budget = Budget {
+            limit,
+            window: Duration::from_secs(window_secs),
+        };
+        RateLimiter::new(Budgets {
+            integration: budget,
+            heartbeat: budget,
+            api: budget,
+        })
+    }
+
+    #[test]
+    fn a_burst_up_to_the_limit_goes_out_at_once() {
+        let l = limiter(3, 60);
+        let now = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(l.reserve(KeyClass::Integration, "k", now), now);
+        }
+    }
+
+    #[test]
+    fn the_request_over_budget_waits_until_the_oldest_leaves_the_window() {
+        let l = limiter(2, 50);
+        let now = Instant::now();
+        l.reserve(KeyClass::Integration, "k", now);
+        l.reserve(KeyClass::Integration, "k", now + Duration::from_secs(10));
+        let third = l.reserve(KeyClass::Integration, "k", now + Duration::from_secs(20));
+        assert_eq!(third, now + Duration::from_secs(51)); // 50 s window + 2% guard
+        let fourth = l.reserve(KeyClass::Integration, "k", now + Duration::from_secs(20));
+        assert_eq!(fourth, now + Duration::from_secs(61));
+    }
+
+    #[test]
+    fn no_window_ever_holds_more_than_the_limit() {
+        let l = limiter(5, 10);
+        let start = Instant::now();
+        let slots: Vec<Instant> = (0..40)
+            .map(|i| {
+                l.reserve(
+                    KeyClass::Integration,
+                    "k",
+                    start + Duration::from_millis(i * 100),
+                )
+            })
+            .collect();
+        for (i, first) in slots.iter().enumerate() {
+            let in_window = slots[i..]
+                .iter()
+                .filter(|s| **s < *first + Duration::from_secs(10))
+                .count();
+            assert!(in_window <= 5, "{in_window} requests within one window");
+        }
+    }
+
+    #[test]
+    fn keys_and_classes_do_not_share_a_budget() {
+        let l = limiter(1, 60);
+        let now = Instant::now();
+        assert_eq!(l.reserve(KeyClass::Integration, "a", now), now);
+        assert_eq!(l.reserve(KeyClass::Integration, "b", now), now);
+        assert_eq!(l.reserve(KeyClass::Heartbeat, "a", now), now);
+        assert!(l.reserve(KeyClass::Integration, "a", now) > now);
+    }
+
+    #[test]
+    fn a_zero_limit_turns_the_budget_off() {
+        let l = limiter(0, 60);
+        let now = Instant::now();
+        for _ in 0..1000 {
+            assert_eq!(l.reserve(KeyClass::Integration, "k", now), now);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_reports_the_time_waited() {
+        let l = limiter(1, 10);
+        assert_eq!(l.acquire(KeyClass::Api, "k").await, Duration::ZERO);
+        let waited = l.acquire(KeyClass::Api, "k").await;
+        assert_eq!(waited, Duration::from_millis(10_200));
+    }
+}

@@ -1,0 +1,112 @@
+//! Mapping: one message's bytes to one [`Action`], as a pure function.
+//!
+//! The route step decides what a topic carries ([`MessageKind`]); mapping reads the
+//! payload accordingly. It never panics and never does I/O: every way a payload can be
+//! wrong becomes [`Action::Invalid`] with a reason a person can act on, and a message a
+//! filter excludes becomes [`Action::Skip`].
+
+pub mod config;
+mod event;
+pub mod fields;
+mod policy;
+
+use serde_json::{Map, Value};
+
+pub use config::{Filter, MappingConfig, PolicyMapping};
+pub use fields::FieldPath;
+
+use crate::action::Action;
+use crate::message::Metadata;
+use crate::secret::Secret;
+use fields::{scalar_text, type_name};
+
+/// What the topic a message arrived on carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    Event,
+    Heartbeat,
+    Policy,
+}
+
+/// Maps one payload to an action.
+pub fn map(payload: &[u8], meta: &Metadata, kind: MessageKind, config: &MappingConfig) -> Action {
+    let object = match parse_object(payload) {
+        Ok(object) => object,
+        Err(reason) => return Action::Invalid(reason),
+    };
+    if kind != MessageKind::Heartbeat
+        && let Some(filter) = &config.filter
+        && let Some(reason) = excluded_by(filter, &object)
+    {
+        return Action::Skip(reason);
+    }
+    let action = match kind {
+        MessageKind::Event => {
+            event::build(&object, meta, config).map(|e| Action::Event(Box::new(e)))
+        }
+        MessageKind::Heartbeat => heartbeat_key(&object).map(Action::Heartbeat),
+        MessageKind::Policy => policy::build(&object, &config.policy).map(Action::PolicyUpdate),
+    };
+    action.unwrap_or_else(Action::Invalid)
+}
+
+/// The payload as a JSON object, or why it is not one.
+fn parse_object(payload: &[u8]) -> Result<Map<String, Value>, String> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Err("payload is empty: expected a JSON object".into());
+    }
+    if let Err(e) = std::str::from_utf8(payload) {
+        return Err(format!(
+            "payload is not UTF-8 text (invalid byte at position {}): expected a JSON object",
+            e.valid_up_to()
+        ));
+    }
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(other) => Err(format!(
+            "payload is {}, expected a JSON object",
+            type_name(&other)
+        )),
+        Err(e) => Err(format!("payload is not valid JSON: {e}")),
+    }
+}
+
+/// `Some(reason)` when the filter excludes the message.
+fn excluded_by(filter: &Filter, object: &Map<String, Value>) -> Option<String> {
+    let Some(value) = filter.key.lookup(object) else {
+        return Some(format!("filter: field `{}` is missing", filter.key));
+    };
+    let expected = filter.value.as_ref()?;
+    let actual = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    (actual != *expected).then(|| {
+        format!(
+            "filter: field `{}` is `{actual}`, not `{expected}`",
+            filter.key
+        )
+    })
+}
+
+/// `{"integrationKey": "..."}` (alias `apiKey`).
+fn heartbeat_key(object: &Map<String, Value>) -> Result<Secret, String> {
+    let value = ["integrationKey", "apiKey"]
+        .iter()
+        .find_map(|name| object.get(*name).filter(|v| !v.is_null()));
+    match value {
+        Some(value) => match scalar_text(value) {
+            Some(key) if !key.trim().is_empty() && value.is_string() => Ok(Secret::new(key.trim())),
+            _ => Err(format!(
+                "heartbeat field `integrationKey` must be a non-empty string, got {}",
+                type_name(value)
+            )),
+        },
+        None => {
+            Err("missing heartbeat key: the payload has no `integrationKey` (or `apiKey`)".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+//! A string that must never be shown in full: integration keys, API keys, passwords.
+//!
+//! Logs, metrics and error messages only ever see a short prefix (`il1api12…`), so a
+//! pasted log line cannot leak a credential. The full value is reachable only through
+//! [`Secret::expose`], which makes every place that puts a secret on the wire easy to find.
+
+use std::fmt;
+
+/// A credential. `Debug` and `Display` show a short prefix only.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The full value, for the wire only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The part that may be shown: at most 8 characters, and never more than a quarter
+    /// of the value, so short secrets reveal almost nothing.
+    pub fn prefix(&self) -> String {
+        let len = self.0.chars().count();
+        let shown = (len / 4).min(8);
+        let mut prefix: String = self.0.chars().take(shown).collect();
+        prefix.push('…');
+        prefix
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({})", self.prefix())
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.prefix())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret(value.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_and_debug_show_only_a_short_prefix() {
+        let key = Secret::new("il1api1234567890abcdef1234567890");
+        assert_eq!(key.to_string(), "il1api12…");
+        assert_eq!(format!("{key:?}"), "Secret(il1api12…)");
+        assert!(!format!("{key} {key:?}").contains("1234567890abcdef"));
+    }
+
+    #[test]
+    fn short_secrets_reveal_at_most_a_quarter() {
+        assert_eq!(Secret::new("hunter2").to_string(), "h…");
+        assert_eq!(Secret::new("abc").to_string(), "…");
+        assert_eq!(Secret::new("").to_string(), "…");
+    }
+
+    #[test]
+    fn expose_returns_the_full_value() {
+        assert_eq!(Secret::new("il1hbt0001").expose(), "il1hbt0001");
+    }
+}
