@@ -50,7 +50,7 @@ const RATE_LIMITED_WAIT: Duration = Duration::from_secs(10);
 /// Per-call context: where the message came from (for log lines), when to give up, and
 /// the shutdown signal.
 pub struct Context<'a> {
-    pub location: &'a dyn fmt::Display,
+    pub location: &'a (dyn fmt::Display + Sync),
     pub deadline: Option<Instant>,
     pub cancel: &'a CancellationToken,
 }
