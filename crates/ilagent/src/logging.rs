@@ -1,6 +1,8 @@
 //! Log setup: `-v` picks the level, `RUST_LOG` overrides it, `--log_format json` makes
 //! every line a JSON object for log shippers. Logs go to stderr; stdout is for results.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -23,6 +25,8 @@ pub fn init(verbosity: u8, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only help a person at a terminal; in files and pipes they are noise.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     // try_init: a second call (tests) keeps the first subscriber instead of failing.
     let _ = match format {
