@@ -10,12 +10,20 @@ use serde_json::json;
 /// Runs the binary with `args` (plus the stand-in's URLs when given) and collects output.
 async fn ilagent(stand_in: Option<&StandIn>, args: &[&str]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ilagent"));
-    command.args(args).env_remove("RUST_LOG").env_remove("ILERT_INTEGRATION_KEY").env_remove("ILERT_API_KEY");
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("ILERT_INTEGRATION_KEY")
+        .env_remove("ILERT_API_KEY");
     if let Some(stand_in) = stand_in {
-        command.env("ILERT_API_URL", stand_in.url()).env("ILAGENT_ILERT_BEAT_URL", stand_in.url());
+        command
+            .env("ILERT_API_URL", stand_in.url())
+            .env("ILAGENT_ILERT_BEAT_URL", stand_in.url());
     }
     // Fast retries keep the 503-then-202 cases quick.
-    command.env("ILAGENT_BACKOFF_INITIAL", "50ms").env("ILAGENT_BACKOFF_MAX", "200ms");
+    command
+        .env("ILAGENT_BACKOFF_INITIAL", "50ms")
+        .env("ILAGENT_BACKOFF_MAX", "200ms");
     tokio::time::timeout(Duration::from_secs(60), command.output())
         .await
         .expect("ilagent did not finish within 60 s")
@@ -36,14 +44,35 @@ async fn event_sends_exactly_the_flags_as_json_and_exits_0() {
     let output = ilagent(
         Some(&stand_in),
         &[
-            "event", "-k", "il1api0123456789", "-t", "ALERT", "-s", "disk full", "-i", "db-1/disk", "-o", "HIGH",
-            "-d", "sda1 at 99%", "-g", "https://img/1.png", "-l", "https://runbook", "-l", "https://grafana",
+            "event",
+            "-k",
+            "il1api0123456789",
+            "-t",
+            "ALERT",
+            "-s",
+            "disk full",
+            "-i",
+            "db-1/disk",
+            "-o",
+            "HIGH",
+            "-d",
+            "sda1 at 99%",
+            "-g",
+            "https://img/1.png",
+            "-l",
+            "https://runbook",
+            "-l",
+            "https://grafana",
         ],
     )
     .await;
 
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
-    assert!(stdout(&output).starts_with("ilert accepted the event (202"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).starts_with("ilert accepted the event (202"),
+        "{}",
+        stdout(&output)
+    );
     assert_eq!(
         stand_in.events(),
         [json!({
@@ -73,18 +102,30 @@ async fn event_takes_the_integration_key_from_the_environment() {
         .unwrap();
 
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
-    assert_eq!(stand_in.events(), [json!({"integrationKey": "il1api-from-env", "eventType": "RESOLVE", "alertKey": "db-1/disk"})]);
+    assert_eq!(
+        stand_in.events(),
+        [
+            json!({"integrationKey": "il1api-from-env", "eventType": "RESOLVE", "alertKey": "db-1/disk"})
+        ]
+    );
 }
 
 #[tokio::test]
 async fn event_rejected_with_400_exits_1_with_ilerts_reason() {
     let stand_in = StandIn::start().await.unwrap();
     stand_in.script([Scripted::Status(400)]);
-    let output = ilagent(Some(&stand_in), &["event", "-k", "il1api0123456789", "-s", "x"]).await;
+    let output = ilagent(
+        Some(&stand_in),
+        &["event", "-k", "il1api0123456789", "-s", "x"],
+    )
+    .await;
 
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
-    assert!(err.starts_with("error: ilert rejected the event: 400 Bad Request"), "{err}");
+    assert!(
+        err.starts_with("error: ilert rejected the event: 400 Bad Request"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "one clear line: {err}");
     assert_eq!(stand_in.requests().len(), 1, "a 400 is not retried");
 }
@@ -93,19 +134,33 @@ async fn event_rejected_with_400_exits_1_with_ilerts_reason() {
 async fn event_for_an_unknown_key_exits_1_with_404() {
     let stand_in = StandIn::start().await.unwrap();
     let mut behaviour = Behaviour::default();
-    behaviour.key_status.insert("il1api-unknown-key".into(), 404);
+    behaviour
+        .key_status
+        .insert("il1api-unknown-key".into(), 404);
     stand_in.set_behaviour(behaviour);
-    let output = ilagent(Some(&stand_in), &["event", "-k", "il1api-unknown-key", "-s", "x"]).await;
+    let output = ilagent(
+        Some(&stand_in),
+        &["event", "-k", "il1api-unknown-key", "-s", "x"],
+    )
+    .await;
 
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("404 Not Found"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("404 Not Found"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[tokio::test]
 async fn event_retries_a_503_and_exits_0_once_ilert_accepts() {
     let stand_in = StandIn::start().await.unwrap();
     stand_in.script([Scripted::Status(503)]);
-    let output = ilagent(Some(&stand_in), &["event", "-k", "il1api0123456789", "-s", "x"]).await;
+    let output = ilagent(
+        Some(&stand_in),
+        &["event", "-k", "il1api0123456789", "-s", "x"],
+    )
+    .await;
 
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
     let statuses: Vec<u16> = stand_in.requests().iter().map(|r| r.status).collect();
@@ -116,12 +171,30 @@ async fn event_retries_a_503_and_exits_0_once_ilert_accepts() {
 #[tokio::test]
 async fn event_gives_up_at_the_timeout_with_exit_3() {
     let stand_in = StandIn::start().await.unwrap();
-    stand_in.set_behaviour(Behaviour { error_rate: 1.0, ..Behaviour::default() });
-    let output = ilagent(Some(&stand_in), &["event", "-k", "il1api0123456789", "-s", "x", "--timeout", "1s"]).await;
+    stand_in.set_behaviour(Behaviour {
+        error_rate: 1.0,
+        ..Behaviour::default()
+    });
+    let output = ilagent(
+        Some(&stand_in),
+        &[
+            "event",
+            "-k",
+            "il1api0123456789",
+            "-s",
+            "x",
+            "--timeout",
+            "1s",
+        ],
+    )
+    .await;
 
     assert_eq!(output.status.code(), Some(3));
     let err = stderr(&output);
-    assert!(err.contains("not delivered") && err.contains("503"), "{err}");
+    assert!(
+        err.contains("not delivered") && err.contains("503"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -131,10 +204,28 @@ async fn event_when_ilert_is_unreachable_gives_up_with_exit_3() {
         listener.local_addr().unwrap().port()
     };
     let url = format!("http://127.0.0.1:{port}");
-    let output = ilagent(None, &["event", "-k", "il1api0123456789", "-s", "x", "--timeout", "1s", "--ilert_url", &url]).await;
+    let output = ilagent(
+        None,
+        &[
+            "event",
+            "-k",
+            "il1api0123456789",
+            "-s",
+            "x",
+            "--timeout",
+            "1s",
+            "--ilert_url",
+            &url,
+        ],
+    )
+    .await;
 
     assert_eq!(output.status.code(), Some(3));
-    assert!(stderr(&output).contains("could not connect"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("could not connect"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[tokio::test]
@@ -146,7 +237,13 @@ async fn heartbeat_pings_and_exits_0() {
     assert_eq!(legacy.status.code(), Some(0), "stderr: {}", stderr(&legacy));
     assert_eq!(ping.status.code(), Some(0), "stderr: {}", stderr(&ping));
     let paths: Vec<String> = stand_in.requests().iter().map(|r| r.path.clone()).collect();
-    assert_eq!(paths, ["/api/heartbeats/il1hbt0123456789", "/api/pings/monitor-0123456789"]);
+    assert_eq!(
+        paths,
+        [
+            "/api/heartbeats/il1hbt0123456789",
+            "/api/pings/monitor-0123456789"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -157,11 +254,20 @@ async fn heartbeat_for_an_unknown_key_exits_1_and_503_then_202_exits_0() {
     stand_in.set_behaviour(behaviour);
     let unknown = ilagent(Some(&stand_in), &["heartbeat", "-k", "il1hbt-unknown"]).await;
     assert_eq!(unknown.status.code(), Some(1));
-    assert!(stderr(&unknown).contains("ilert rejected the heartbeat ping: 404"), "{}", stderr(&unknown));
+    assert!(
+        stderr(&unknown).contains("ilert rejected the heartbeat ping: 404"),
+        "{}",
+        stderr(&unknown)
+    );
 
     stand_in.script([Scripted::Status(503)]);
     let retried = ilagent(Some(&stand_in), &["heartbeat", "-k", "il1hbt-known"]).await;
-    assert_eq!(retried.status.code(), Some(0), "stderr: {}", stderr(&retried));
+    assert_eq!(
+        retried.status.code(),
+        Some(0),
+        "stderr: {}",
+        stderr(&retried)
+    );
 }
 
 #[tokio::test]
@@ -173,7 +279,10 @@ async fn secrets_do_not_appear_in_output_even_at_trace_level() {
 
     assert_eq!(output.status.code(), Some(1));
     let all = format!("{}{}", stdout(&output), stderr(&output));
-    assert!(!all.contains("SECRET-0123456789abcdef"), "the key leaked: {all}");
+    assert!(
+        !all.contains("SECRET-0123456789abcdef"),
+        "the key leaked: {all}"
+    );
 }
 
 /// Each invalid command line exits 2, before anything is sent, with a message that
@@ -184,59 +293,202 @@ async fn invalid_flags_exit_2_naming_the_flag_and_the_fix() {
     let cases: &[(&[&str], &str)] = &[
         (&["event", "-s", "x"], "-k/--integration_key"),
         (&["event", "-k", "k"], "-s/--summary is required for ALERT"),
-        (&["event", "-k", "k", "-t", "CLOSE", "-s", "x"], "--event_type"),
-        (&["event", "-k", "k", "-s", "x", "-o", "URGENT"], "--priority"),
-        (&["event", "-k", "k", "-s", "x", "--timeout", "soon"], "--timeout"),
-        (&["event", "-k", "k", "-s", "x", "--timeout", "0"], "--timeout"),
-        (&["event", "-k", "k", "-s", "x", "--ilert_url", "not a url"], "--ilert_url"),
-        (&["event", "-k", "k", "-s", "x", "--ilert_url", "ftp://host"], "--ilert_url"),
-        (&["event", "-k", "k", "-s", "x", "--backoff_initial", "2m", "--backoff_max", "1m"], "--backoff_initial"),
-        (&["event", "-k", "k", "-s", "x", "--rate_limit_window", "0s"], "--rate_limit_window"),
+        (
+            &["event", "-k", "k", "-t", "CLOSE", "-s", "x"],
+            "--event_type",
+        ),
+        (
+            &["event", "-k", "k", "-s", "x", "-o", "URGENT"],
+            "--priority",
+        ),
+        (
+            &["event", "-k", "k", "-s", "x", "--timeout", "soon"],
+            "--timeout",
+        ),
+        (
+            &["event", "-k", "k", "-s", "x", "--timeout", "0"],
+            "--timeout",
+        ),
+        (
+            &["event", "-k", "k", "-s", "x", "--ilert_url", "not a url"],
+            "--ilert_url",
+        ),
+        (
+            &["event", "-k", "k", "-s", "x", "--ilert_url", "ftp://host"],
+            "--ilert_url",
+        ),
+        (
+            &[
+                "event",
+                "-k",
+                "k",
+                "-s",
+                "x",
+                "--backoff_initial",
+                "2m",
+                "--backoff_max",
+                "1m",
+            ],
+            "--backoff_initial",
+        ),
+        (
+            &["event", "-k", "k", "-s", "x", "--rate_limit_window", "0s"],
+            "--rate_limit_window",
+        ),
         (&["heartbeat"], "-k/--integration_key"),
         (&["daemon"], "nothing to run"),
-        (&["daemon", "-m", "127.0.0.1"], "at least one topic (-e, -r, or --policy_topic)"),
-        (&["daemon", "--kafka_brokers", "localhost:9092"], "at least one topic"),
+        (
+            &["daemon", "-m", "127.0.0.1"],
+            "at least one topic (-e, -r, or --policy_topic)",
+        ),
+        (
+            &["daemon", "--kafka_brokers", "localhost:9092"],
+            "at least one topic",
+        ),
         (&["daemon", "-e", "events"], "no broker is configured"),
-        (&["daemon", "--kafka_brokers", "localhost", "-e", "t"], "--kafka_brokers"),
-        (&["daemon", "--kafka_brokers", " , ", "-e", "t"], "--kafka_brokers is empty"),
-        (&["daemon", "--kafka_brokers", "k:9092", "-m", "h", "-e", "t"], "cannot be combined"),
-        (&["daemon", "-m", "h", "-q", "99999", "-e", "t"], "--mqtt_port"),
-        (&["daemon", "-m", "h", "--policy_topic", "p", "--policy_routing_keys", "team"], "ILERT_API_KEY"),
-        (&["daemon", "-m", "h", "--policy_topic", "p", "--ilert_api_key", "k"], "--policy_routing_keys"),
-        (&["daemon", "-m", "h", "-e", "t", "--filter_val", "ALARM"], "--filter_val needs --filter_key"),
-        (&["daemon", "-m", "h", "-e", "t", "--map_key_etype", "a..b"], "--map_key_etype"),
-        (&["daemon", "-m", "h", "-e", "t", "--map_val_etype_alert", "X", "--map_val_etype_resolve", "X"], "--map_val_etype_alert and --map_val_etype_resolve"),
-        (&["daemon", "-m", "h", "-e", "t", "--ilert_event_path", "events"], "--ilert_event_path"),
-        (&["daemon", "-b", "k", "--heartbeat_interval", "10ms"], "--heartbeat_interval"),
+        (
+            &["daemon", "--kafka_brokers", "localhost", "-e", "t"],
+            "--kafka_brokers",
+        ),
+        (
+            &["daemon", "--kafka_brokers", " , ", "-e", "t"],
+            "--kafka_brokers is empty",
+        ),
+        (
+            &["daemon", "--kafka_brokers", "k:9092", "-m", "h", "-e", "t"],
+            "cannot be combined",
+        ),
+        (
+            &["daemon", "-m", "h", "-q", "99999", "-e", "t"],
+            "--mqtt_port",
+        ),
+        (
+            &[
+                "daemon",
+                "-m",
+                "h",
+                "--policy_topic",
+                "p",
+                "--policy_routing_keys",
+                "team",
+            ],
+            "ILERT_API_KEY",
+        ),
+        (
+            &[
+                "daemon",
+                "-m",
+                "h",
+                "--policy_topic",
+                "p",
+                "--ilert_api_key",
+                "k",
+            ],
+            "--policy_routing_keys",
+        ),
+        (
+            &["daemon", "-m", "h", "-e", "t", "--filter_val", "ALARM"],
+            "--filter_val needs --filter_key",
+        ),
+        (
+            &["daemon", "-m", "h", "-e", "t", "--map_key_etype", "a..b"],
+            "--map_key_etype",
+        ),
+        (
+            &[
+                "daemon",
+                "-m",
+                "h",
+                "-e",
+                "t",
+                "--map_val_etype_alert",
+                "X",
+                "--map_val_etype_resolve",
+                "X",
+            ],
+            "--map_val_etype_alert and --map_val_etype_resolve",
+        ),
+        (
+            &[
+                "daemon",
+                "-m",
+                "h",
+                "-e",
+                "t",
+                "--ilert_event_path",
+                "events",
+            ],
+            "--ilert_event_path",
+        ),
+        (
+            &["daemon", "-b", "k", "--heartbeat_interval", "10ms"],
+            "--heartbeat_interval",
+        ),
         (&["daemon", "-p", "0"], "-p/--port 0"),
-        (&["daemon", "--shift_offset", "x", "-b", "k"], "--shift_offset"),
-        (&["daemon", "-m", "h", "-e", "t"], "MQTT source (-m/--mqtt_host) is not available in this build"),
+        (
+            &["daemon", "--shift_offset", "x", "-b", "k"],
+            "--shift_offset",
+        ),
+        (
+            &["daemon", "-m", "h", "-e", "t"],
+            "MQTT source (-m/--mqtt_host) is not available in this build",
+        ),
     ];
     for (args, expected) in cases {
         let output = ilagent(Some(&stand_in), args).await;
         let err = stderr(&output);
-        assert_eq!(output.status.code(), Some(2), "{args:?} exited {:?}: {err}", output.status.code());
-        assert!(err.contains(expected), "{args:?}: expected `{expected}` in: {err}");
-        assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{args:?}: {err}");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?} exited {:?}: {err}",
+            output.status.code()
+        );
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected `{expected}` in: {err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+            "{args:?}: {err}"
+        );
     }
-    assert!(stand_in.requests().is_empty(), "nothing may be sent on invalid input");
+    assert!(
+        stand_in.requests().is_empty(),
+        "nothing may be sent on invalid input"
+    );
 }
 
 #[tokio::test]
 async fn daemon_pings_its_own_heartbeat_and_stops_cleanly_on_sigterm() {
     let stand_in = StandIn::start().await.unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ilagent"))
-        .args(["daemon", "-b", "il1hbt-agent-0001", "--heartbeat_interval", "1s"])
+        .args([
+            "daemon",
+            "-b",
+            "il1hbt-agent-0001",
+            "--heartbeat_interval",
+            "1s",
+        ])
         .env("ILERT_API_URL", stand_in.url())
         .spawn()
         .unwrap();
     let pings = stand_in.wait_for_requests(2, Duration::from_secs(20)).await;
     assert!(pings.len() >= 2, "expected two pings, got {}", pings.len());
-    assert!(pings.iter().all(|p| p.path == "/api/heartbeats/il1hbt-agent-0001"));
+    assert!(
+        pings
+            .iter()
+            .all(|p| p.path == "/api/heartbeats/il1hbt-agent-0001")
+    );
 
     let pid = child.id().unwrap() as i32;
     // SAFETY-free: kill(1) via the shell keeps the test free of a libc dependency.
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 }
