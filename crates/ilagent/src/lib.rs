@@ -27,5 +27,8 @@ pub mod ilert;
 pub mod logging;
 pub mod mapping;
 pub mod message;
+pub mod observe;
+pub mod pipeline;
 pub mod secret;
 pub mod shutdown;
+pub mod sources;

@@ -46,6 +46,8 @@ pub struct Metadata {
     pub key: Option<String>,
     /// Row id in the SQLite queue, for queued messages.
     pub queue_id: Option<i64>,
+    /// Kafka record headers or MQTT v5 user properties, as they arrived.
+    pub headers: Vec<(String, Vec<u8>)>,
     /// When the agent received the message.
     pub received_at: SystemTime,
     /// When the producer (or broker) stamped the message, where the source has one.
@@ -62,6 +64,7 @@ impl Metadata {
             offset: None,
             key: None,
             queue_id: None,
+            headers: Vec::new(),
             received_at: SystemTime::now(),
             timestamp: None,
         }

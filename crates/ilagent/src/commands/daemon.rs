@@ -1,10 +1,14 @@
 //! `ilagent daemon`: validates the whole configuration, then runs what it names until
 //! SIGINT or SIGTERM.
 //!
-//! The broker sources and the HTTP proxy arrive in later releases; today the daemon runs
-//! the agent's own heartbeat (`-b`) and refuses, with exit status 2, a configuration that
-//! needs a source this build does not have yet.
+//! Runs the Kafka source and the agent's own heartbeat (`-b`); refuses, with exit status
+//! 2, a configuration that needs a source this build does not have yet (MQTT, the HTTP
+//! proxy). If a source fails for good, the others are shut down and the daemon exits 1,
+//! so that the orchestrator restarts it.
 
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +18,7 @@ use crate::cli::{DaemonArgs, GlobalArgs};
 use crate::config::{AgentHeartbeat, DaemonConfig, UsageError};
 use crate::delivery::{Context, Deliverer};
 use crate::ilert::IlertClient;
+use crate::sources::kafka::KafkaSource;
 
 pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
     let config = match DaemonConfig::from_args(global, args) {
@@ -38,17 +43,50 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
         version = env!("CARGO_PKG_VERSION"),
         "ilagent daemon started"
     );
-    if let Some(heartbeat) = &config.heartbeat {
-        ping_until_shutdown(&deliverer, heartbeat, &shutdown).await;
+
+    let mut tasks: JoinSet<Result<(), String>> = JoinSet::new();
+    if let Some(kafka) = config.kafka.clone() {
+        let source = KafkaSource {
+            config: kafka,
+            topics: config.topics.clone(),
+            mapping: Arc::new(config.mapping.clone()),
+            deliverer: deliverer.clone(),
+            event_path: config.event_path.clone(),
+            shutdown_timeout: config.shutdown_timeout,
+        };
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { source.run(shutdown).await.map_err(|e| e.to_string()) });
+    }
+    if let Some(heartbeat) = config.heartbeat.clone() {
+        let (deliverer, shutdown) = (deliverer.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            ping_until_shutdown(&deliverer, &heartbeat, &shutdown).await;
+            Ok(())
+        });
+    }
+
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.unwrap_or_else(|e| Err(format!("a task failed: {e}")));
+        if let Err(error) = result {
+            tracing::error!(%error, "stopping the agent");
+            failure.get_or_insert(error);
+            shutdown.cancel();
+        } else if !shutdown.is_cancelled() {
+            // A task that ends on its own before shutdown is a failure of the agent too.
+            failure.get_or_insert_with(|| "a source stopped unexpectedly".to_string());
+            shutdown.cancel();
+        }
     }
     tracing::info!("ilagent daemon stopped");
-    Exit::Success
+    match failure {
+        None => Exit::Success,
+        Some(error) => Exit::Failed(error),
+    }
 }
 
 fn unavailable_source(config: &DaemonConfig) -> Option<&'static str> {
-    if config.kafka.is_some() {
-        Some("the Kafka source (--kafka_brokers)")
-    } else if config.mqtt.is_some() {
+    if config.mqtt.is_some() {
         Some("the MQTT source (-m/--mqtt_host)")
     } else if config.http_port.is_some() {
         Some("the HTTP proxy (-p/--port)")

@@ -13,6 +13,12 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::ilert::{EventType, Priority};
 
+mod daemon;
+mod kafka;
+
+pub use daemon::DaemonArgs;
+pub use kafka::{KafkaArgs, OffsetReset, SaslMechanism, SecurityProtocol};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ilagent",
@@ -196,246 +202,6 @@ pub struct DeliveryArgs {
     pub rate_limit_window: Duration,
 }
 
-#[derive(Debug, Args)]
-#[command(rename_all = "snake_case")]
-pub struct DaemonArgs {
-    // ---- sources ----
-    /// Start the local HTTP proxy on this port.
-    #[arg(short = 'p', long, env = "ILAGENT_PORT", help_heading = "Sources")]
-    pub port: Option<u16>,
-
-    /// Ping this heartbeat key regularly while the agent is healthy.
-    #[arg(
-        short = 'b',
-        long,
-        env = "ILAGENT_HEARTBEAT",
-        hide_env_values = true,
-        help_heading = "Sources"
-    )]
-    pub heartbeat: Option<String>,
-
-    /// How often to ping the -b heartbeat.
-    #[arg(long, env = "ILAGENT_HEARTBEAT_INTERVAL", value_parser = parse_duration, default_value = "60s", help_heading = "Sources")]
-    pub heartbeat_interval: Duration,
-
-    /// MQTT broker host.
-    #[arg(short = 'm', long, env = "ILAGENT_MQTT_HOST", help_heading = "Sources")]
-    pub mqtt_host: Option<String>,
-
-    /// MQTT broker port.
-    #[arg(
-        short = 'q',
-        long,
-        env = "ILAGENT_MQTT_PORT",
-        default_value_t = 1883,
-        help_heading = "Sources"
-    )]
-    pub mqtt_port: u16,
-
-    /// MQTT client id.
-    #[arg(
-        short = 'n',
-        long,
-        env = "ILAGENT_MQTT_NAME",
-        default_value = "ilagent",
-        help_heading = "Sources"
-    )]
-    pub mqtt_name: String,
-
-    /// Kafka bootstrap brokers, comma- or space-separated.
-    #[arg(long, env = "ILAGENT_KAFKA_BROKERS", help_heading = "Sources")]
-    pub kafka_brokers: Option<String>,
-
-    /// Kafka consumer group id.
-    #[arg(
-        long,
-        env = "ILAGENT_KAFKA_GROUP_ID",
-        default_value = "ilagent",
-        help_heading = "Sources"
-    )]
-    pub kafka_group_id: String,
-
-    /// Topic carrying events (repeatable; MQTT wildcards allowed).
-    #[arg(
-        short = 'e',
-        long = "event_topic",
-        visible_alias = "mqtt_event_topic",
-        env = "ILAGENT_EVENT_TOPIC",
-        value_delimiter = ',',
-        help_heading = "Sources"
-    )]
-    pub event_topics: Vec<String>,
-
-    /// Topic carrying heartbeats (repeatable; MQTT wildcards allowed).
-    #[arg(
-        short = 'r',
-        long = "heartbeat_topic",
-        visible_alias = "mqtt_heartbeat_topic",
-        env = "ILAGENT_HEARTBEAT_TOPIC",
-        value_delimiter = ',',
-        help_heading = "Sources"
-    )]
-    pub heartbeat_topics: Vec<String>,
-
-    /// Topic carrying escalation-policy updates (repeatable).
-    #[arg(
-        long = "policy_topic",
-        env = "ILAGENT_POLICY_TOPIC",
-        value_delimiter = ',',
-        help_heading = "Sources"
-    )]
-    pub policy_topics: Vec<String>,
-
-    // ---- mapping ----
-    /// Integration key for every event, overriding the payload's.
-    #[arg(
-        long,
-        visible_alias = "mqtt_event_key",
-        env = "ILAGENT_EVENT_KEY",
-        hide_env_values = true,
-        help_heading = "Mapping"
-    )]
-    pub event_key: Option<String>,
-
-    /// Payload field (dot path) holding the event type.
-    #[arg(
-        long,
-        visible_alias = "mqtt_map_key_etype",
-        env = "ILAGENT_MAP_KEY_ETYPE",
-        default_value = "eventType",
-        help_heading = "Mapping"
-    )]
-    pub map_key_etype: String,
-
-    /// Payload field (dot path) holding the summary.
-    #[arg(
-        long,
-        visible_alias = "mqtt_map_key_summary",
-        env = "ILAGENT_MAP_KEY_SUMMARY",
-        default_value = "summary",
-        help_heading = "Mapping"
-    )]
-    pub map_key_summary: String,
-
-    /// Payload field (dot path) holding the alert key.
-    #[arg(
-        long,
-        visible_alias = "mqtt_map_key_alert_key",
-        env = "ILAGENT_MAP_KEY_ALERT_KEY",
-        default_value = "alertKey",
-        help_heading = "Mapping"
-    )]
-    pub map_key_alert_key: String,
-
-    /// Payload value that means ALERT.
-    #[arg(
-        long,
-        visible_alias = "mqtt_map_val_etype_alert",
-        env = "ILAGENT_MAP_VAL_ETYPE_ALERT",
-        help_heading = "Mapping"
-    )]
-    pub map_val_etype_alert: Option<String>,
-
-    /// Payload value that means ACCEPT.
-    #[arg(
-        long,
-        visible_alias = "mqtt_map_val_etype_accept",
-        env = "ILAGENT_MAP_VAL_ETYPE_ACCEPT",
-        help_heading = "Mapping"
-    )]
-    pub map_val_etype_accept: Option<String>,
-
-    /// Payload value that means RESOLVE.
-    #[arg(
-        long,
-        visible_alias = "mqtt_map_val_etype_resolve",
-        env = "ILAGENT_MAP_VAL_ETYPE_RESOLVE",
-        help_heading = "Mapping"
-    )]
-    pub map_val_etype_resolve: Option<String>,
-
-    /// Only deliver messages that have this field (dot path).
-    #[arg(
-        long,
-        visible_alias = "mqtt_filter_key",
-        env = "ILAGENT_FILTER_KEY",
-        help_heading = "Mapping"
-    )]
-    pub filter_key: Option<String>,
-
-    /// ...and whose --filter_key field has this value (non-strings compare as JSON text).
-    #[arg(
-        long,
-        visible_alias = "mqtt_filter_val",
-        env = "ILAGENT_FILTER_VAL",
-        help_heading = "Mapping"
-    )]
-    pub filter_val: Option<String>,
-
-    /// Send the whole message payload as the event's customDetails.
-    #[arg(
-        long,
-        env = "ILAGENT_FORWARD_MESSAGE_PAYLOAD",
-        help_heading = "Mapping"
-    )]
-    pub forward_message_payload: bool,
-
-    /// Payload fields whose values, concatenated in order, form the policy routing key.
-    #[arg(
-        long,
-        env = "ILAGENT_POLICY_ROUTING_KEYS",
-        value_delimiter = ',',
-        help_heading = "Escalation policies"
-    )]
-    pub policy_routing_keys: Vec<String>,
-
-    /// Payload field (dot path) holding the user's email.
-    #[arg(
-        long,
-        env = "ILAGENT_MAP_KEY_EMAIL",
-        default_value = "data.email",
-        help_heading = "Escalation policies"
-    )]
-    pub map_key_email: String,
-
-    /// Payload field (dot path) holding the shift (a number or a string holding one).
-    #[arg(
-        long,
-        env = "ILAGENT_MAP_KEY_SHIFT",
-        default_value = "data.shift",
-        help_heading = "Escalation policies"
-    )]
-    pub map_key_shift: String,
-
-    /// Added to the shift to get the zero-based escalation level (never below 0).
-    #[arg(
-        long,
-        env = "ILAGENT_SHIFT_OFFSET",
-        default_value_t = 0,
-        allow_negative_numbers = true,
-        help_heading = "Escalation policies"
-    )]
-    pub shift_offset: i64,
-
-    /// ilert user API key for escalation-policy updates (a leading `Bearer ` is fine).
-    #[arg(
-        long,
-        env = "ILERT_API_KEY",
-        hide_env_values = true,
-        help_heading = "Escalation policies"
-    )]
-    pub ilert_api_key: Option<String>,
-
-    // ---- delivery ----
-    /// Path events are posted to, with `{key}` for the integration key
-    /// (default: /api/v1/events/kafka/{key} for Kafka, /api/v1/events/mqtt/{key} for MQTT).
-    #[arg(long, env = "ILAGENT_ILERT_EVENT_PATH", help_heading = "Delivery")]
-    pub ilert_event_path: Option<String>,
-
-    #[command(flatten, next_help_heading = "Delivery")]
-    pub delivery: DeliveryArgs,
-}
-
 /// `30s`, `500ms`, `2m`, `1h 30m`, or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -538,7 +304,7 @@ mod tests {
         let Command::Daemon(args) = cli.command else {
             panic!("daemon expected")
         };
-        assert_eq!(args.kafka_brokers.as_deref(), Some("localhost:9092"));
+        assert_eq!(args.kafka.kafka_brokers.as_deref(), Some("localhost:9092"));
         assert_eq!(args.map_val_etype_resolve.as_deref(), Some("CLR"));
         assert_eq!(args.shift_offset, -1);
     }

@@ -16,6 +16,10 @@ use crate::ilert::{ClientSettings, EventPath};
 use crate::mapping::{FieldPath, Filter, MappingConfig, PolicyMapping};
 use crate::secret::Secret;
 
+mod kafka;
+
+pub use kafka::{KafkaConfig, KafkaSecurity, StartOffset, StartPosition};
+
 /// A flag or combination of flags that cannot work; the message names the flag and the fix.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -85,12 +89,6 @@ impl Topics {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KafkaConfig {
-    pub brokers: Vec<String>,
-    pub group_id: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MqttConfig {
     pub host: String,
     pub port: u16,
@@ -118,6 +116,8 @@ pub struct DaemonConfig {
     pub kafka: Option<KafkaConfig>,
     pub mqtt: Option<MqttConfig>,
     pub topics: Topics,
+    /// How long in-flight work may finish after SIGINT or SIGTERM.
+    pub shutdown_timeout: Duration,
     /// `--ilert_event_path`; `None` means each source's default.
     pub event_path: Option<EventPath>,
 }
@@ -131,11 +131,7 @@ impl DaemonConfig {
             heartbeats: topic_list("-r/--heartbeat_topic", &args.heartbeat_topics)?,
             policies: topic_list("--policy_topic", &args.policy_topics)?,
         };
-        let kafka = args
-            .kafka_brokers
-            .as_deref()
-            .map(|brokers| kafka_config(brokers, &args.kafka_group_id))
-            .transpose()?;
+        let kafka = KafkaConfig::from_args(&args.kafka)?;
         let mqtt = args
             .mqtt_host
             .as_deref()
@@ -144,6 +140,11 @@ impl DaemonConfig {
         let heartbeat = agent_heartbeat(args)?;
         let api_key = secret(args.ilert_api_key.as_deref());
 
+        if let Some(topic) = topic_in_two_roles(&topics) {
+            return Err(UsageError::new(format!(
+                "topic `{topic}` is given to more than one of -e, -r and --policy_topic: each topic carries one kind of message"
+            )));
+        }
         if kafka.is_some() && mqtt.is_some() {
             return Err(UsageError::new(
                 "--kafka_brokers and -m/--mqtt_host cannot be combined: the topic flags would apply to both; run one agent per broker",
@@ -197,6 +198,7 @@ impl DaemonConfig {
             kafka,
             mqtt,
             topics,
+            shutdown_timeout: positive("--shutdown_timeout", args.shutdown_timeout)?,
             event_path: args
                 .ilert_event_path
                 .as_deref()
@@ -276,38 +278,6 @@ fn agent_heartbeat(args: &DaemonArgs) -> Result<Option<AgentHeartbeat>, UsageErr
     }))
 }
 
-fn kafka_config(brokers: &str, group_id: &str) -> Result<KafkaConfig, UsageError> {
-    let brokers: Vec<String> = brokers
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|b| !b.is_empty())
-        .map(str::to_string)
-        .collect();
-    if brokers.is_empty() {
-        return Err(UsageError::new(
-            "--kafka_brokers is empty: give at least one broker, e.g. --kafka_brokers localhost:9092",
-        ));
-    }
-    for broker in &brokers {
-        let port_ok = broker
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !port_ok {
-            return Err(UsageError::new(format!(
-                "--kafka_brokers: `{broker}` is not HOST:PORT, e.g. localhost:9092"
-            )));
-        }
-    }
-    if group_id.trim().is_empty() {
-        return Err(UsageError::new(
-            "--kafka_group_id is empty: give the consumer group id, e.g. ilagent",
-        ));
-    }
-    Ok(KafkaConfig {
-        brokers,
-        group_id: group_id.trim().to_string(),
-    })
-}
-
 fn mqtt_config(host: &str, port: u16, client_id: &str) -> Result<MqttConfig, UsageError> {
     if host.trim().is_empty() {
         return Err(UsageError::new(
@@ -328,6 +298,15 @@ fn mqtt_config(host: &str, port: u16, client_id: &str) -> Result<MqttConfig, Usa
         host: host.trim().to_string(),
         port,
         client_id: client_id.trim().to_string(),
+    })
+}
+
+fn topic_in_two_roles(topics: &Topics) -> Option<&str> {
+    let roles = [&topics.events, &topics.heartbeats, &topics.policies];
+    roles.iter().enumerate().find_map(|(i, role)| {
+        role.iter()
+            .find(|t| roles[i + 1..].iter().any(|other| other.contains(t)))
+            .map(String::as_str)
     })
 }
 

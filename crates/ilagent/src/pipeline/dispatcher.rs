@@ -1,0 +1,185 @@
+//! The key-ordered dispatcher: delivers messages in parallel across ordering keys and one
+//! after the other within a key, with a bounded number in flight.
+//!
+//! A source first reserves a [`Slot`] (the in-flight window is a semaphore, so a full
+//! window is the source's signal to stop reading: backpressure instead of growing queues),
+//! then submits the message with its [`OrderKey`]. The first message of an idle key starts
+//! a task for that key; later messages of the same key queue behind it. Each task delivers,
+//! then hands the outcome to the source's [`Settle`] implementation, then takes the next
+//! message of its key, so a message is settled before its key's next one is delivered.
+//! A key waiting out a 429 or a failing API holds only its own messages.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::order_key::OrderKey;
+use crate::action::{Action, Outcome};
+use crate::delivery::{Context, Deliverer};
+use crate::message::Message;
+
+/// One unit of work: the message as received, what mapping made of it, and the source's
+/// own handle for settling it (an offset, a packet id, a row id).
+pub struct Job<T> {
+    pub ticket: T,
+    pub message: Message,
+    pub action: Action,
+}
+
+/// What a source does once a message's outcome is known: commit, acknowledge, dead-letter.
+/// Runs inside the key's task, so the key's next message waits for it.
+pub trait Settle: Send + Sync + 'static {
+    type Ticket: Send + 'static;
+
+    fn settle(&self, job: Job<Self::Ticket>, outcome: Outcome) -> impl Future<Output = ()> + Send;
+}
+
+/// A place in the in-flight window, held from reservation until the message is settled.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+struct Queued<T> {
+    job: Job<T>,
+    slot: Slot,
+}
+
+struct Inner<S: Settle> {
+    deliverer: Deliverer,
+    settler: S,
+    window: Arc<Semaphore>,
+    capacity: usize,
+    /// Keys with a running task, and the messages queued behind it. A key is present
+    /// exactly while its task runs; the task removes it under the lock when it finds its
+    /// queue empty, so a submit either queues behind a running task or starts a new one.
+    keys: Mutex<HashMap<OrderKey, VecDeque<Queued<S::Ticket>>>>,
+    /// Cancelled when in-flight work must stop waiting (the drain deadline has passed).
+    abort: CancellationToken,
+    tasks: TaskTracker,
+    runtime: Handle,
+    sequence: AtomicU64,
+}
+
+/// Cheap to clone; clones share the window and the key queues.
+pub struct Dispatcher<S: Settle> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: Settle> Clone for Dispatcher<S> {
+    fn clone(&self) -> Self {
+        Dispatcher {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S: Settle> Dispatcher<S> {
+    /// Must be called inside the tokio runtime; submissions may then come from any thread.
+    pub fn new(
+        deliverer: Deliverer,
+        settler: S,
+        max_in_flight: usize,
+        abort: CancellationToken,
+    ) -> Self {
+        let capacity = max_in_flight.max(1);
+        Dispatcher {
+            inner: Arc::new(Inner {
+                deliverer,
+                settler,
+                window: Arc::new(Semaphore::new(capacity)),
+                capacity,
+                keys: Mutex::new(HashMap::new()),
+                abort,
+                tasks: TaskTracker::new(),
+                runtime: Handle::current(),
+                sequence: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A slot if the window has room now.
+    pub fn try_reserve(&self) -> Option<Slot> {
+        Arc::clone(&self.inner.window)
+            .try_acquire_owned()
+            .ok()
+            .map(|p| Slot { _permit: p })
+    }
+
+    /// Waits for room in the window. `None` only if the window was closed, which nothing
+    /// does: callers treat it as "stop".
+    pub async fn reserve(&self) -> Option<Slot> {
+        Arc::clone(&self.inner.window)
+            .acquire_owned()
+            .await
+            .ok()
+            .map(|p| Slot { _permit: p })
+    }
+
+    /// The size of the in-flight window.
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity
+    }
+
+    /// Messages submitted and not yet settled.
+    pub fn in_flight(&self) -> usize {
+        self.inner.capacity - self.inner.window.available_permits()
+    }
+
+    /// Queues `job` behind its key, or starts a task for the key.
+    pub fn submit(&self, slot: Slot, job: Job<S::Ticket>) {
+        let sequence = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
+        let key = OrderKey::of(&job.action, sequence);
+        let queued = Queued { job, slot };
+        {
+            let mut keys = lock(&self.inner.keys);
+            if let Some(queue) = keys.get_mut(&key) {
+                queue.push_back(queued);
+                return;
+            }
+            keys.insert(key.clone(), VecDeque::new());
+        }
+        let inner = Arc::clone(&self.inner);
+        let task = inner
+            .tasks
+            .track_future(run_key(Arc::clone(&inner), key, queued));
+        inner.runtime.spawn(task);
+    }
+
+    /// Waits until every submitted message is settled (or abandoned after an abort).
+    pub async fn drained(&self) {
+        let capacity = u32::try_from(self.inner.capacity).unwrap_or(u32::MAX);
+        if let Ok(all) = self.inner.window.acquire_many(capacity).await {
+            drop(all);
+        }
+    }
+}
+
+async fn run_key<S: Settle>(inner: Arc<Inner<S>>, key: OrderKey, first: Queued<S::Ticket>) {
+    let mut next = Some(first);
+    while let Some(Queued { job, slot }) = next {
+        let ctx = Context {
+            location: &job.message.meta,
+            deadline: None,
+            cancel: &inner.abort,
+        };
+        let outcome = inner.deliverer.deliver(&job.action, &ctx).await;
+        inner.settler.settle(job, outcome).await;
+        drop(slot);
+        let mut keys = lock(&inner.keys);
+        next = keys.get_mut(&key).and_then(VecDeque::pop_front);
+        if next.is_none() {
+            keys.remove(&key);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock means a settle panicked; the map itself is still consistent.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

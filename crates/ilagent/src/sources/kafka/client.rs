@@ -1,0 +1,152 @@
+//! librdkafka settings for the consumer and the dead-letter producer.
+//!
+//! Precedence, as documented: the flags, then the agent's defaults, then every
+//! `--kafka_property` (already checked not to switch off the delivery guarantee).
+
+use rdkafka::ClientConfig;
+
+use crate::cli::OffsetReset;
+use crate::config::KafkaConfig;
+
+/// Pass-through properties that also concern the dead-letter producer (connection and
+/// security); consumer-only properties would only make librdkafka warn there.
+const SHARED_PREFIXES: &[&str] = &[
+    "security.",
+    "sasl.",
+    "ssl.",
+    "socket.",
+    "broker.",
+    "client.dns",
+    "debug",
+    "reconnect.",
+];
+
+pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = connection(config, &config.client_id);
+    client
+        .set("group.id", &config.group_id)
+        // At least once: the agent stores an offset only once it and everything before it
+        // are settled, and commits what is stored itself (see poll.rs), often enough that a
+        // crash repeats about one in-flight window of messages, not seconds of traffic.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.offset.reset",
+            match config.auto_offset_reset {
+                OffsetReset::Earliest => "earliest",
+                OffsetReset::Latest => "latest",
+            },
+        )
+        .set("enable.partition.eof", "false")
+        // Bounded memory: librdkafka's own prefetch queue is otherwise 64 MB.
+        .set("queued.max.messages.kbytes", "16384");
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client
+}
+
+pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = connection(config, &format!("{}-dead-letter", config.client_id));
+    client.set("acks", "all").set("message.timeout.ms", "30000");
+    for (key, value) in &config.properties {
+        if SHARED_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            client.set(key, value);
+        }
+    }
+    client
+}
+
+fn connection(config: &KafkaConfig, client_id: &str) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", config.brokers.join(","))
+        .set("client.id", client_id)
+        .set("log.connection.close", "false");
+    let security = &config.security;
+    if let Some(protocol) = security.protocol {
+        client.set("security.protocol", protocol.as_librdkafka());
+    }
+    if let Some(mechanism) = security.mechanism {
+        client.set("sasl.mechanism", mechanism.as_librdkafka());
+    }
+    if let Some(username) = &security.username {
+        client.set("sasl.username", username);
+    }
+    if let Some(password) = &security.password {
+        client.set("sasl.password", password.expose());
+    }
+    if let Some(ca) = &security.ssl_ca {
+        client.set("ssl.ca.location", ca.to_string_lossy());
+    }
+    if let Some(cert) = &security.ssl_cert {
+        client.set("ssl.certificate.location", cert.to_string_lossy());
+    }
+    if let Some(key) = &security.ssl_key {
+        client.set("ssl.key.location", key.to_string_lossy());
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{SaslMechanism, SecurityProtocol};
+    use crate::config::KafkaSecurity;
+    use std::time::Duration;
+
+    fn config() -> KafkaConfig {
+        KafkaConfig {
+            brokers: vec!["a:9092".into(), "b:9092".into()],
+            group_id: "g".into(),
+            client_id: "ilagent".into(),
+            auto_offset_reset: OffsetReset::Latest,
+            start_offsets: vec![],
+            security: KafkaSecurity::default(),
+            properties: vec![],
+            dlq_topic: None,
+            max_in_flight: 256,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn consumer_stores_and_commits_offsets_only_by_hand() {
+        let c = consumer_config(&config());
+        assert_eq!(c.get("bootstrap.servers"), Some("a:9092,b:9092"));
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(c.get("auto.offset.reset"), Some("latest"));
+    }
+
+    #[test]
+    fn pass_through_properties_come_last_and_win() {
+        let mut cfg = config();
+        cfg.properties = vec![
+            ("fetch.wait.max.ms".into(), "1000".into()),
+            ("group.instance.id".into(), "a-1".into()),
+        ];
+        let c = consumer_config(&cfg);
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("1000"));
+        assert_eq!(c.get("group.instance.id"), Some("a-1"));
+        assert_eq!(producer_config(&cfg).get("group.instance.id"), None);
+    }
+
+    #[test]
+    fn credentials_reach_librdkafka_for_consumer_and_producer() {
+        let mut cfg = config();
+        cfg.security = KafkaSecurity {
+            protocol: Some(SecurityProtocol::SaslSsl),
+            mechanism: Some(SaslMechanism::ScramSha512),
+            username: Some("agent".into()),
+            password: Some("s3cret".into()),
+            ..KafkaSecurity::default()
+        };
+        for c in [consumer_config(&cfg), producer_config(&cfg)] {
+            assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+            assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+            assert_eq!(c.get("sasl.username"), Some("agent"));
+            assert_eq!(c.get("sasl.password"), Some("s3cret"));
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The poll thread: the only place that reads from librdkafka.
+//!
+//! It runs on its own OS thread because librdkafka's calls block (the rebalance callback
+//! waits for in-flight messages to drain and commits synchronously), and blocking belongs
+//! off the async runtime. It keeps polling even when the in-flight window is full, with
+//! the partitions paused, so the consumer never misses `max.poll.interval.ms` and never
+//! holds more than the window plus what librdkafka had already fetched.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::Message as _;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers};
+use tokio_util::sync::CancellationToken;
+
+use super::KafkaTicket;
+use super::context::{AgentContext, commit_stored};
+use super::ledger::Ledgers;
+use super::settle::KafkaSettler;
+use crate::mapping::{self, MappingConfig};
+use crate::message::{Message, Metadata, SourceKind};
+use crate::observe::events;
+use crate::pipeline::{Dispatcher, Job};
+use crate::sources::route::Routes;
+
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// Commit stored offsets at least this often while messages settle.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// After the drain deadline, how long interrupted deliveries get to report back.
+const ABORT_GRACE: Duration = Duration::from_secs(5);
+
+/// What the poll thread needs; moved onto it.
+pub struct PollLoop {
+    pub consumer: Arc<BaseConsumer<AgentContext>>,
+    pub ledgers: Arc<Ledgers>,
+    pub dispatcher: Dispatcher<KafkaSettler>,
+    pub routes: Routes,
+    pub mapping: Arc<MappingConfig>,
+    /// Cancelled on SIGINT/SIGTERM: stop taking messages and drain.
+    pub shutdown: CancellationToken,
+    /// Cancelled by this loop when the drain deadline passes.
+    pub abort: CancellationToken,
+    pub shutdown_timeout: Duration,
+}
+
+impl PollLoop {
+    pub fn run(self) {
+        let mut waiting: VecDeque<(KafkaTicket, Message)> = VecDeque::new();
+        let mut paused = false;
+        let mut committer = Committer::new(self.dispatcher.capacity());
+        while !self.shutdown.is_cancelled() {
+            committer.maybe_commit(&self.consumer, &self.ledgers);
+            while !waiting.is_empty() {
+                let Some(slot) = self.dispatcher.try_reserve() else {
+                    break;
+                };
+                if let Some((ticket, message)) = waiting.pop_front() {
+                    self.submit(slot, ticket, message);
+                }
+            }
+            let full = !waiting.is_empty();
+            if full != paused {
+                self.set_paused(full);
+                paused = full;
+            }
+            match self.consumer.poll(POLL_TIMEOUT) {
+                None => {}
+                Some(Err(error)) => events::source_error(SourceKind::Kafka, &error),
+                Some(Ok(record)) => waiting.push_back(convert(&record)),
+            }
+        }
+        self.drain();
+    }
+
+    /// Maps the message and hands it to the dispatcher, unless its partition was revoked
+    /// while it waited (then its new owner reads it from the last commit).
+    fn submit(&self, slot: crate::pipeline::Slot, ticket: KafkaTicket, message: Message) {
+        if !self.ledgers.take(&ticket.tp, ticket.offset) {
+            return;
+        }
+        events::received(&message.meta);
+        let action = match self.routes.kind_of(&message.meta.topic) {
+            Some(kind) => mapping::map(&message.payload, &message.meta, kind, &self.mapping),
+            None => crate::action::Action::Invalid(format!(
+                "no route for topic `{}`",
+                message.meta.topic
+            )),
+        };
+        self.dispatcher.submit(
+            slot,
+            Job {
+                ticket,
+                message,
+                action,
+            },
+        );
+    }
+
+    fn set_paused(&self, pause: bool) {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let result = if pause {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        match result {
+            Ok(()) if pause => tracing::debug!("in-flight window full: fetching paused"),
+            Ok(()) => tracing::debug!("in-flight window has room: fetching resumed"),
+            Err(error) => events::source_error(SourceKind::Kafka, &error),
+        }
+    }
+
+    /// Stops taking messages, lets in-flight ones finish until the deadline, commits what
+    /// is settled and leaves the group.
+    fn drain(self) {
+        self.set_paused(true);
+        let in_flight = self.dispatcher.in_flight();
+        tracing::info!(in_flight, timeout = ?self.shutdown_timeout, "kafka source stopping: finishing in-flight messages");
+        let deadline = Instant::now() + self.shutdown_timeout;
+        // Keep polling so that heartbeats, commits and rebalances are served; whatever
+        // arrives is not taken and stays uncommitted.
+        while self.dispatcher.in_flight() > 0 && Instant::now() < deadline {
+            let _ = self.consumer.poll(POLL_TIMEOUT);
+        }
+        if self.dispatcher.in_flight() > 0 {
+            tracing::warn!(
+                in_flight = self.dispatcher.in_flight(),
+                "--shutdown_timeout passed: the remaining messages stay uncommitted and are delivered after the restart"
+            );
+            self.abort.cancel();
+            let grace = Instant::now() + ABORT_GRACE;
+            while self.dispatcher.in_flight() > 0 && Instant::now() < grace {
+                let _ = self.consumer.poll(POLL_TIMEOUT);
+            }
+        }
+        commit_stored(&self.consumer, self.ledgers.pending());
+        self.consumer.unsubscribe();
+        tracing::info!("kafka source stopped");
+    }
+}
+
+/// Commits stored offsets asynchronously once a quarter window of commit points has been
+/// stored, or a second has passed with anything stored: after a crash, about one in-flight
+/// window of messages is delivered again, whatever the throughput.
+struct Committer {
+    stored: usize,
+    threshold: usize,
+    last: Instant,
+}
+
+impl Committer {
+    fn new(window: usize) -> Self {
+        Committer {
+            stored: 0,
+            threshold: (window / 4).max(1),
+            last: Instant::now(),
+        }
+    }
+
+    fn maybe_commit(&mut self, consumer: &BaseConsumer<AgentContext>, ledgers: &Ledgers) {
+        self.stored += ledgers.take_stored_count();
+        let due = self.stored >= self.threshold
+            || (self.stored > 0 && self.last.elapsed() >= COMMIT_INTERVAL);
+        if !due {
+            return;
+        }
+        if let Err(error) = consumer.commit_consumer_state(CommitMode::Async) {
+            events::kafka_commit(&Err(error.to_string()), 0);
+        }
+        self.stored = 0;
+        self.last = Instant::now();
+    }
+}
+
+fn convert(record: &BorrowedMessage<'_>) -> (KafkaTicket, Message) {
+    let topic = record.topic().to_string();
+    let mut meta = Metadata::new(SourceKind::Kafka, topic.clone());
+    meta.partition = Some(record.partition());
+    meta.offset = Some(record.offset());
+    meta.key = record
+        .key()
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .map(str::to_string);
+    meta.timestamp = record
+        .timestamp()
+        .to_millis()
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+    meta.received_at = SystemTime::now();
+    if let Some(headers) = record.headers() {
+        meta.headers = headers
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_string(),
+                    h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                )
+            })
+            .collect();
+    }
+    let ticket = KafkaTicket {
+        tp: (topic, record.partition()),
+        offset: record.offset(),
+        key: record.key().map(<[u8]>::to_vec),
+    };
+    let message = Message {
+        payload: record.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        meta,
+    };
+    (ticket, message)
+}

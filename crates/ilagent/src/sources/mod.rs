@@ -1,0 +1,5 @@
+//! Sources receive messages and settle them; everything between is shared
+//! ([`crate::mapping`], [`crate::pipeline`], [`crate::delivery`]).
+
+pub mod kafka;
+pub mod route;
