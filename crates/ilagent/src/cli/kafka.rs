@@ -73,9 +73,10 @@ pub struct KafkaArgs {
     #[arg(long, env = "ILAGENT_KAFKA_MAX_IN_FLIGHT", default_value_t = 256)]
     pub kafka_max_in_flight: usize,
 
-    /// How long a rebalance waits for in-flight messages of revoked partitions.
-    #[arg(long, env = "ILAGENT_KAFKA_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
-    pub kafka_drain_timeout: Duration,
+    /// How long a rebalance waits for in-flight messages of revoked partitions
+    /// [default: 10s, or half the session timeout if that is shorter].
+    #[arg(long, env = "ILAGENT_KAFKA_DRAIN_TIMEOUT", value_parser = parse_duration)]
+    pub kafka_drain_timeout: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -23,6 +23,9 @@ const GUARDED_PROPERTIES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// How long a rebalance waits for in-flight messages, unless the session is shorter.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where to start one partition on the first assignment after the agent starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StartOffset {
@@ -72,13 +75,15 @@ impl KafkaConfig {
             return Ok(None);
         };
         let properties = properties(&args.kafka_property)?;
-        let drain_timeout = args.kafka_drain_timeout;
         let session_timeout = properties
             .iter()
             .rev()
             .find(|(k, _)| k == "session.timeout.ms")
             .and_then(|(_, v)| v.parse::<u64>().ok())
             .map_or(Duration::from_secs(45), Duration::from_millis);
+        let drain_timeout = args
+            .kafka_drain_timeout
+            .unwrap_or_else(|| DEFAULT_DRAIN_TIMEOUT.min(session_timeout / 2));
         if drain_timeout.is_zero() || drain_timeout >= session_timeout {
             return Err(UsageError(format!(
                 "--kafka_drain_timeout ({drain_timeout:?}) must be above 0 and below the session timeout ({session_timeout:?}): lower it, or raise session.timeout.ms with --kafka_property"
