@@ -28,7 +28,7 @@ use crate::sources::route::Routes;
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 /// Commit stored offsets at least this often while messages settle.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
-/// After the drain deadline, how long interrupted deliveries get to report back.
+/// After the drain deadline, how long interrupted deliveries get to finish.
 const ABORT_GRACE: Duration = Duration::from_secs(5);
 
 /// What the poll thread needs; moved onto it.
@@ -118,27 +118,40 @@ impl PollLoop {
     /// is settled and leaves the group.
     fn drain(self) {
         self.set_paused(true);
-        let in_flight = self.dispatcher.in_flight();
-        tracing::info!(in_flight, timeout = ?self.shutdown_timeout, "kafka source stopping: finishing in-flight messages");
-        let deadline = Instant::now() + self.shutdown_timeout;
+        let PollLoop {
+            consumer,
+            ledgers,
+            dispatcher,
+            abort,
+            shutdown_timeout,
+            ..
+        } = self;
+        tracing::info!(in_flight = dispatcher.in_flight(), timeout = ?shutdown_timeout, "kafka source stopping: finishing in-flight messages");
+        let deadline = Instant::now() + shutdown_timeout;
         // Keep polling so that heartbeats, commits and rebalances are served; whatever
         // arrives is not taken and stays uncommitted.
-        while self.dispatcher.in_flight() > 0 && Instant::now() < deadline {
-            let _ = self.consumer.poll(POLL_TIMEOUT);
+        while dispatcher.in_flight() > 0 && Instant::now() < deadline {
+            let _ = consumer.poll(POLL_TIMEOUT);
         }
-        if self.dispatcher.in_flight() > 0 {
+        if dispatcher.in_flight() > 0 {
             tracing::warn!(
-                in_flight = self.dispatcher.in_flight(),
+                in_flight = dispatcher.in_flight(),
                 "--shutdown_timeout passed: the remaining messages stay uncommitted and are delivered after the restart"
             );
-            self.abort.cancel();
-            let grace = Instant::now() + ABORT_GRACE;
-            while self.dispatcher.in_flight() > 0 && Instant::now() < grace {
-                let _ = self.consumer.poll(POLL_TIMEOUT);
-            }
+            abort.cancel();
         }
-        commit_stored(&self.consumer, self.ledgers.pending());
-        self.consumer.unsubscribe();
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        commit_stored(&consumer, assigned);
+        // The delivery tasks hold the consumer through the settle step. Once they are gone,
+        // dropping the last handle here closes the consumer on this thread (its close
+        // blocks: final revoke, commit, leaving the group), never on the async runtime.
+        drop(dispatcher);
+        let grace = Instant::now() + ABORT_GRACE;
+        while Arc::strong_count(&consumer) > 1 && Instant::now() < grace {
+            let _ = consumer.poll(POLL_TIMEOUT);
+        }
+        drop(ledgers);
+        drop(consumer);
         tracing::info!("kafka source stopped");
     }
 }
