@@ -126,6 +126,14 @@ impl<S: Settle> Dispatcher<S> {
         self.inner.capacity
     }
 
+    /// Waits up to `timeout` for room in the window, blocking the calling thread. For
+    /// sources that read on their own OS thread; never call it from async code.
+    pub fn reserve_blocking(&self, timeout: std::time::Duration) -> Option<Slot> {
+        self.inner
+            .runtime
+            .block_on(async { tokio::time::timeout(timeout, self.reserve()).await.ok().flatten() })
+    }
+
     /// Messages submitted and not yet settled.
     pub fn in_flight(&self) -> usize {
         self.inner.capacity - self.inner.window.available_permits()
