@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Creates `topic` with `partitions` unless it exists.
@@ -34,38 +34,54 @@ pub fn producer(bootstrap: &str) -> Result<FutureProducer> {
         .context("cannot create the Kafka producer")
 }
 
-/// Produces `records` (key, payload), up to `in_flight` sends at a time.
+/// Produces `records` (key, payload) in order (each record is enqueued before the next,
+/// so records with one key keep their order), with up to `in_flight` awaiting delivery.
 pub async fn produce_all(
     producer: &FutureProducer,
     topic: &str,
     records: impl IntoIterator<Item = (Option<String>, Vec<u8>)>,
     in_flight: usize,
 ) -> Result<usize> {
-    let mut pending = tokio::task::JoinSet::new();
+    let mut pending = std::collections::VecDeque::new();
     let mut sent = 0;
     for (key, payload) in records {
-        while pending.len() >= in_flight.max(1) {
-            if let Some(result) = pending.join_next().await {
-                result??;
-            }
-        }
-        let producer = producer.clone();
-        let topic = topic.to_string();
-        pending.spawn(async move {
-            let mut record = FutureRecord::<str, [u8]>::to(&topic).payload(&payload);
+        loop {
+            let mut record = FutureRecord::<str, [u8]>::to(topic).payload(&payload);
             if let Some(key) = key.as_deref() {
                 record = record.key(key);
             }
-            producer
-                .send(record, Duration::from_secs(30))
-                .await
-                .map(|_| ())
-                .map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))
-        });
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push_back(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    // librdkafka's queue is full: wait for the oldest delivery, then retry.
+                    match pending.pop_front() {
+                        Some(oldest) => check(oldest.await)?,
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+                Err((error, _)) => anyhow::bail!("produce failed: {error}"),
+            }
+        }
         sent += 1;
+        while pending.len() > in_flight.max(1) {
+            if let Some(oldest) = pending.pop_front() {
+                check(oldest.await)?;
+            }
+        }
     }
-    while let Some(result) = pending.join_next().await {
-        result??;
+    for delivery in pending {
+        check(delivery.await)?;
     }
     Ok(sent)
+}
+
+fn check<T, M, C>(result: Result<Result<T, (rdkafka::error::KafkaError, M)>, C>) -> Result<()> {
+    match result {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((error, _))) => anyhow::bail!("produce failed: {error}"),
+        Err(_) => anyhow::bail!("the producer went away"),
+    }
 }

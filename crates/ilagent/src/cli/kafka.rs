@@ -69,9 +69,14 @@ pub struct KafkaArgs {
     #[arg(long, env = "ILAGENT_KAFKA_DLQ_TOPIC")]
     pub kafka_dlq_topic: Option<String>,
 
-    /// Messages delivered in parallel across alert keys (and held in memory) at most.
+    /// Deliveries to ilert running in parallel (across alert keys) at most.
     #[arg(long, env = "ILAGENT_KAFKA_MAX_IN_FLIGHT", default_value_t = 256)]
     pub kafka_max_in_flight: usize,
+
+    /// Messages read and not yet settled (delivering or queued behind their alert key) at
+    /// most; fetching pauses when it is full. Also capped at 16 MiB of payload.
+    #[arg(long, env = "ILAGENT_KAFKA_MAX_BUFFERED", default_value_t = 4096)]
+    pub kafka_max_buffered: usize,
 
     /// How long a rebalance waits for in-flight messages of revoked partitions
     /// [default: 10s, or half the session timeout if that is shorter].

@@ -65,6 +65,7 @@ pub struct KafkaConfig {
     pub properties: Vec<(String, String)>,
     pub dlq_topic: Option<String>,
     pub max_in_flight: usize,
+    pub max_buffered: usize,
     pub drain_timeout: Duration,
 }
 
@@ -87,6 +88,12 @@ impl KafkaConfig {
         if drain_timeout.is_zero() || drain_timeout >= session_timeout {
             return Err(UsageError(format!(
                 "--kafka_drain_timeout ({drain_timeout:?}) must be above 0 and below the session timeout ({session_timeout:?}): lower it, or raise session.timeout.ms with --kafka_property"
+            )));
+        }
+        if args.kafka_max_buffered < args.kafka_max_in_flight {
+            return Err(UsageError(format!(
+                "--kafka_max_buffered ({}) must be at least --kafka_max_in_flight ({}): the buffer holds the messages being delivered",
+                args.kafka_max_buffered, args.kafka_max_in_flight
             )));
         }
         if args.kafka_max_in_flight == 0 {
@@ -114,6 +121,7 @@ impl KafkaConfig {
                 .map(|t| non_empty("--kafka_dlq_topic", t).map(str::to_string))
                 .transpose()?,
             max_in_flight: args.kafka_max_in_flight,
+            max_buffered: args.kafka_max_buffered,
             drain_timeout,
         }))
     }

@@ -1,7 +1,14 @@
 //! The key-ordered dispatcher: delivers messages in parallel across ordering keys and one
-//! after the other within a key, with a bounded number in flight.
+//! after the other within a key, with bounded concurrency and bounded memory.
 //!
-//! A source first reserves a [`Slot`] (the in-flight window is a semaphore, so a full
+//! Two limits, because they bound different things ([`Limits`]): `max_in_flight` is how
+//! many deliveries run at once (HTTP requests to ilert); the window (`max_buffered`
+//! messages and `max_buffered_bytes`) is how much a source may hand over before it is
+//! settled, which includes messages queued behind their key. The window must be much
+//! larger than the concurrency, or a run of messages for a few keys would fill it and
+//! leave the other keys idle.
+//!
+//! A source first reserves a [`Slot`] (the window is a pair of semaphores, so a full
 //! window is the source's signal to stop reading: backpressure instead of growing queues),
 //! then submits the message with its [`OrderKey`]. The first message of an idle key starts
 //! a task for that key; later messages of the same key queue behind it. Each task delivers,
@@ -40,10 +47,37 @@ pub trait Settle: Send + Sync + 'static {
     fn settle(&self, job: Job<Self::Ticket>, outcome: Outcome) -> impl Future<Output = ()> + Send;
 }
 
-/// A place in the in-flight window, held from reservation until the message is settled.
+/// A place in the window, held from reservation until the message is settled.
 pub struct Slot {
-    _permit: OwnedSemaphorePermit,
+    _message: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
 }
+
+/// The dispatcher's bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Deliveries running at once.
+    pub max_in_flight: usize,
+    /// Messages handed over and not yet settled.
+    pub max_buffered: usize,
+    /// Payload bytes handed over and not yet settled (a single larger message still passes
+    /// alone).
+    pub max_buffered_bytes: usize,
+}
+
+impl Limits {
+    /// `max_in_flight` concurrent deliveries with a window of 16 times that, 32 MiB at most.
+    pub fn for_in_flight(max_in_flight: usize) -> Self {
+        Limits {
+            max_in_flight,
+            max_buffered: max_in_flight.saturating_mul(16),
+            max_buffered_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// Byte budgets are counted in KiB so that they fit the semaphore's u32 requests.
+const BYTE_UNIT: usize = 1024;
 
 struct Queued<T> {
     job: Job<T>,
@@ -53,8 +87,13 @@ struct Queued<T> {
 struct Inner<S: Settle> {
     deliverer: Deliverer,
     settler: S,
+    /// The window: messages and KiB handed over and not settled.
     window: Arc<Semaphore>,
+    window_bytes: Arc<Semaphore>,
     capacity: usize,
+    capacity_kib: u32,
+    /// Deliveries running now.
+    delivering: Semaphore,
     /// Keys with a running task, and the messages queued behind it. A key is present
     /// exactly while its task runs; the task removes it under the lock when it finds its
     /// queue empty, so a submit either queues behind a running task or starts a new one.
@@ -80,20 +119,41 @@ impl<S: Settle> Clone for Dispatcher<S> {
 }
 
 impl<S: Settle> Dispatcher<S> {
-    /// Must be called inside the tokio runtime; submissions may then come from any thread.
+    /// `max_in_flight` concurrent deliveries and the default window for it. Must be called
+    /// inside the tokio runtime; submissions may then come from any thread.
     pub fn new(
         deliverer: Deliverer,
         settler: S,
         max_in_flight: usize,
         abort: CancellationToken,
     ) -> Self {
-        let capacity = max_in_flight.max(1);
+        Self::with_limits(
+            deliverer,
+            settler,
+            Limits::for_in_flight(max_in_flight),
+            abort,
+        )
+    }
+
+    /// Must be called inside the tokio runtime; submissions may then come from any thread.
+    pub fn with_limits(
+        deliverer: Deliverer,
+        settler: S,
+        limits: Limits,
+        abort: CancellationToken,
+    ) -> Self {
+        let capacity = limits.max_buffered.max(limits.max_in_flight).max(1);
+        let capacity_kib =
+            u32::try_from((limits.max_buffered_bytes / BYTE_UNIT).max(1)).unwrap_or(u32::MAX >> 4);
         Dispatcher {
             inner: Arc::new(Inner {
                 deliverer,
                 settler,
                 window: Arc::new(Semaphore::new(capacity)),
+                window_bytes: Arc::new(Semaphore::new(capacity_kib as usize)),
                 capacity,
+                capacity_kib,
+                delivering: Semaphore::new(limits.max_in_flight.max(1)),
                 keys: Mutex::new(HashMap::new()),
                 abort,
                 tasks: TaskTracker::new(),
@@ -103,35 +163,62 @@ impl<S: Settle> Dispatcher<S> {
         }
     }
 
-    /// A slot if the window has room now.
+    fn kib(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes.div_ceil(BYTE_UNIT))
+            .unwrap_or(u32::MAX)
+            .min(self.inner.capacity_kib)
+    }
+
+    /// A slot for a small message if the window has room now.
     pub fn try_reserve(&self) -> Option<Slot> {
-        Arc::clone(&self.inner.window)
-            .try_acquire_owned()
-            .ok()
-            .map(|p| Slot { _permit: p })
+        self.try_reserve_for(0)
     }
 
-    /// Waits for room in the window. `None` only if the window was closed, which nothing
-    /// does: callers treat it as "stop".
+    /// A slot for a message of `bytes` if the window has room now.
+    pub fn try_reserve_for(&self, bytes: usize) -> Option<Slot> {
+        let message = Arc::clone(&self.inner.window).try_acquire_owned().ok()?;
+        let bytes = Arc::clone(&self.inner.window_bytes)
+            .try_acquire_many_owned(self.kib(bytes))
+            .ok()?;
+        Some(Slot {
+            _message: message,
+            _bytes: bytes,
+        })
+    }
+
+    /// Waits for room for a small message. `None` only if the window was closed, which
+    /// nothing does: callers treat it as "stop".
     pub async fn reserve(&self) -> Option<Slot> {
-        Arc::clone(&self.inner.window)
-            .acquire_owned()
-            .await
-            .ok()
-            .map(|p| Slot { _permit: p })
+        self.reserve_for(0).await
     }
 
-    /// The size of the in-flight window.
+    /// Waits for room for a message of `bytes` (`None` as for [`Dispatcher::reserve`]).
+    pub async fn reserve_for(&self, bytes: usize) -> Option<Slot> {
+        let message = Arc::clone(&self.inner.window).acquire_owned().await.ok()?;
+        let bytes = Arc::clone(&self.inner.window_bytes)
+            .acquire_many_owned(self.kib(bytes))
+            .await
+            .ok()?;
+        Some(Slot {
+            _message: message,
+            _bytes: bytes,
+        })
+    }
+
+    /// Waits up to `timeout` for room, blocking the calling thread. For sources that read
+    /// on their own OS thread; never call it from async code.
+    pub fn reserve_blocking(&self, bytes: usize, timeout: std::time::Duration) -> Option<Slot> {
+        self.inner.runtime.block_on(async {
+            tokio::time::timeout(timeout, self.reserve_for(bytes))
+                .await
+                .ok()
+                .flatten()
+        })
+    }
+
+    /// The window's size in messages.
     pub fn capacity(&self) -> usize {
         self.inner.capacity
-    }
-
-    /// Waits up to `timeout` for room in the window, blocking the calling thread. For
-    /// sources that read on their own OS thread; never call it from async code.
-    pub fn reserve_blocking(&self, timeout: std::time::Duration) -> Option<Slot> {
-        self.inner
-            .runtime
-            .block_on(async { tokio::time::timeout(timeout, self.reserve()).await.ok().flatten() })
     }
 
     /// Messages submitted and not yet settled.
@@ -176,7 +263,11 @@ async fn run_key<S: Settle>(inner: Arc<Inner<S>>, key: OrderKey, first: Queued<S
             deadline: None,
             cancel: &inner.abort,
         };
-        let outcome = inner.deliverer.deliver(&job.action, &ctx).await;
+        let outcome = {
+            // Closed never: the semaphore lives as long as `inner`.
+            let _delivering = inner.delivering.acquire().await.ok();
+            inner.deliverer.deliver(&job.action, &ctx).await
+        };
         inner.settler.settle(job, outcome).await;
         drop(slot);
         let mut keys = lock(&inner.keys);

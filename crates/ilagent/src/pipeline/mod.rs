@@ -4,5 +4,5 @@
 mod dispatcher;
 mod order_key;
 
-pub use dispatcher::{Dispatcher, Job, Settle, Slot};
+pub use dispatcher::{Dispatcher, Job, Limits, Settle, Slot};
 pub use order_key::OrderKey;

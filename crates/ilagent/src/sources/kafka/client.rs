@@ -39,7 +39,10 @@ pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
         )
         .set("enable.partition.eof", "false")
         // Bounded memory: librdkafka's own prefetch queue is otherwise 64 MB.
-        .set("queued.max.messages.kbytes", "16384");
+        .set("queued.max.messages.kbytes", "8192")
+        // Shorter runs per partition in each fetch, so the agent's buffer holds messages of
+        // every partition (and so of more alert keys) instead of a long run of one.
+        .set("max.partition.fetch.bytes", "262144");
     for (key, value) in &config.properties {
         client.set(key, value);
     }
@@ -106,6 +109,7 @@ mod tests {
             properties: vec![],
             dlq_topic: None,
             max_in_flight: 256,
+            max_buffered: 4096,
             drain_timeout: Duration::from_secs(10),
         }
     }

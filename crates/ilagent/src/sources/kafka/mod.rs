@@ -33,7 +33,11 @@ use crate::config::{KafkaConfig, Topics};
 use crate::delivery::Deliverer;
 use crate::ilert::EventPath;
 use crate::mapping::MappingConfig;
-use crate::pipeline::Dispatcher;
+use crate::pipeline::{Dispatcher, Limits};
+
+/// Payload bytes read and not yet settled, at most (with librdkafka's own 8 MiB prefetch,
+/// this keeps the agent well inside 64 MB under any backlog).
+const MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
 use crate::sources::route::{Routes, TopicSyntax};
 
 /// How a Kafka message is settled: its partition and offset, and its raw key for the
@@ -101,10 +105,15 @@ impl KafkaSource {
             .event_path
             .clone()
             .unwrap_or_else(|| EventPath::PerKey(EventPath::KAFKA.to_string()));
-        let dispatcher = Dispatcher::new(
+        let limits = Limits {
+            max_in_flight: self.config.max_in_flight,
+            max_buffered: self.config.max_buffered,
+            max_buffered_bytes: MAX_BUFFERED_BYTES,
+        };
+        let dispatcher = Dispatcher::with_limits(
             self.deliverer.with_event_path(path),
             settler,
-            self.config.max_in_flight,
+            limits,
             abort.clone(),
         );
         tracing::info!(
@@ -122,6 +131,7 @@ impl KafkaSource {
             shutdown,
             abort,
             shutdown_timeout: self.shutdown_timeout,
+            commit_every: self.config.max_in_flight,
         };
         let thread = std::thread::Builder::new()
             .name("kafka-poll".into())

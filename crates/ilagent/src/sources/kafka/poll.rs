@@ -52,6 +52,8 @@ pub struct PollLoop {
     /// Cancelled by this loop when the drain deadline passes.
     pub abort: CancellationToken,
     pub shutdown_timeout: Duration,
+    /// Commit after this many stored commit points (the delivery concurrency).
+    pub commit_every: usize,
 }
 
 impl PollLoop {
@@ -59,11 +61,11 @@ impl PollLoop {
         let mut waiting: VecDeque<(KafkaTicket, Message)> = VecDeque::new();
         let mut paused = false;
         let mut full_since: Option<Instant> = None;
-        let mut committer = Committer::new(self.dispatcher.capacity());
+        let mut committer = Committer::new(self.commit_every);
         while !self.shutdown.is_cancelled() {
             committer.maybe_commit(&self.consumer, &self.ledgers);
             while let Some((ticket, message)) = waiting.pop_front() {
-                match self.dispatcher.try_reserve() {
+                match self.dispatcher.try_reserve_for(message.payload.len()) {
                     Some(slot) => self.submit(slot, ticket, message),
                     None => {
                         waiting.push_front((ticket, message));
@@ -81,7 +83,8 @@ impl PollLoop {
                 let since = *full_since.get_or_insert_with(Instant::now);
                 if since.elapsed() < PAUSE_AFTER {
                     // Wait for a slot without polling: librdkafka keeps its prefetch.
-                    if let Some(slot) = self.dispatcher.reserve_blocking(POLL_TIMEOUT)
+                    let size = waiting.front().map_or(0, |(_, m)| m.payload.len());
+                    if let Some(slot) = self.dispatcher.reserve_blocking(size, POLL_TIMEOUT)
                         && let Some((ticket, message)) = waiting.pop_front()
                     {
                         self.submit(slot, ticket, message);
@@ -184,28 +187,33 @@ impl PollLoop {
     }
 }
 
-/// Commits stored offsets asynchronously once a quarter window of commit points has been
-/// stored, or a second has passed with anything stored: after a crash, about one in-flight
-/// window of messages is delivered again, whatever the throughput.
+/// Commits stored offsets asynchronously once `max_in_flight` commit points have been
+/// stored (at most every 100 ms), or a second has passed with anything stored. After a
+/// crash, what is delivered again is what settled since the last commit plus what was
+/// delivered behind a still-unsettled message of its partition: bounded by the buffer.
 struct Committer {
     stored: usize,
     threshold: usize,
     last: Instant,
 }
 
+/// The shortest gap between two commits triggered by volume.
+const MIN_COMMIT_GAP: Duration = Duration::from_millis(100);
+
 impl Committer {
-    fn new(window: usize) -> Self {
+    fn new(threshold: usize) -> Self {
         Committer {
             stored: 0,
-            threshold: (window / 4).max(1),
+            threshold: threshold.max(1),
             last: Instant::now(),
         }
     }
 
     fn maybe_commit(&mut self, consumer: &BaseConsumer<AgentContext>, ledgers: &Ledgers) {
         self.stored += ledgers.take_stored_count();
-        let due = self.stored >= self.threshold
-            || (self.stored > 0 && self.last.elapsed() >= COMMIT_INTERVAL);
+        let since = self.last.elapsed();
+        let due = (self.stored >= self.threshold && since >= MIN_COMMIT_GAP)
+            || (self.stored > 0 && since >= COMMIT_INTERVAL);
         if !due {
             return;
         }
