@@ -15,6 +15,8 @@
 //! - [`mapping`] is pure: bytes and configuration in, an [`action::Action`] out.
 //! - [`delivery`] owns retries, backoff, `Retry-After` and per-key rate limits; it talks
 //!   to ilert through [`ilert`], which only makes requests and classifies answers.
+//! - [`queue`] keeps messages in SQLite until ilert has them (MQTT with `--mqtt_buffer`)
+//!   and holds the dead letters; `ilagent queue` inspects and requeues them.
 //! - [`cli`] and [`config`] turn flags and environment variables into a validated
 //!   configuration; [`commands`] runs each subcommand.
 
@@ -29,6 +31,7 @@ pub mod mapping;
 pub mod message;
 pub mod observe;
 pub mod pipeline;
+pub mod queue;
 pub mod secret;
 pub mod shutdown;
 pub mod sources;

@@ -544,8 +544,106 @@ async fn invalid_flags_exit_2_naming_the_flag_and_the_fix() {
             "--shift_offset",
         ),
         (
-            &["daemon", "-m", "h", "-e", "t"],
-            "MQTT source (-m/--mqtt_host) is not available in this build",
+            &["daemon", "-m", "h", "-e", "t", "--mqtt_qos", "0"],
+            "--mqtt_qos 0 needs --mqtt_buffer",
+        ),
+        (
+            &["daemon", "-m", "h", "-e", "t", "--mqtt_qos", "3"],
+            "--mqtt_qos",
+        ),
+        (&["daemon", "-m", " ", "-e", "t"], "-m/--mqtt_host is empty"),
+        (
+            &["daemon", "-m", "h", "-e", "t", "--mqtt_username", "u"],
+            "--mqtt_username needs a password: set ILAGENT_MQTT_PASSWORD",
+        ),
+        (
+            &["daemon", "-m", "h", "-e", "t", "--mqtt_password", "p"],
+            "--mqtt_password needs --mqtt_username",
+        ),
+        (
+            &[
+                "daemon",
+                "-m",
+                "h",
+                "-e",
+                "t",
+                "--mqtt_client_cert",
+                "/nonexistent.pem",
+            ],
+            "--mqtt_client_cert needs --mqtt_client_key",
+        ),
+        (
+            &[
+                "daemon",
+                "-m",
+                "h",
+                "-e",
+                "t",
+                "--mqtt_tls",
+                "--mqtt_ca",
+                "/nonexistent.pem",
+            ],
+            "--mqtt_ca: cannot read /nonexistent.pem",
+        ),
+        (
+            &[
+                "daemon",
+                "-m",
+                "h",
+                "-e",
+                "t",
+                "--mqtt_ca",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+            ],
+            "Cargo.toml is not a valid PEM file",
+        ),
+        (
+            &["daemon", "-m", "h", "-e", "t", "--mqtt_shared_group", "a/b"],
+            "--mqtt_shared_group `a/b` is not a group name",
+        ),
+        (
+            &["daemon", "-m", "h", "-e", "t", "--mqtt_version", "6"],
+            "--mqtt_version",
+        ),
+        (
+            &[
+                "daemon",
+                "-m",
+                "h",
+                "-e",
+                "t",
+                "--mqtt_max_packet_size",
+                "10",
+            ],
+            "--mqtt_max_packet_size 10 is out of range",
+        ),
+        (
+            &[
+                "daemon",
+                "-m",
+                "h",
+                "-e",
+                "t",
+                "--mqtt_max_packet_size",
+                "lots",
+            ],
+            "--mqtt_max_packet_size",
+        ),
+        (
+            &["daemon", "-m", "h", "-e", "t", "--mqtt_max_in_flight", "0"],
+            "--mqtt_max_in_flight must be at least 1",
+        ),
+        (
+            &[
+                "daemon",
+                "-m",
+                "h",
+                "-e",
+                "t",
+                "--mqtt_tls_reload_interval",
+                "0s",
+            ],
+            "--mqtt_tls_reload_interval must be at least 100ms",
         ),
     ];
     for (args, expected) in cases {

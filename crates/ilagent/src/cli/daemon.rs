@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{DeliveryArgs, KafkaArgs, parse_duration};
+use super::{DeliveryArgs, KafkaArgs, MqttArgs, parse_duration};
 
 #[derive(Debug, Args)]
 #[command(rename_all = "snake_case")]
@@ -28,30 +28,6 @@ pub struct DaemonArgs {
     /// How often to ping the -b heartbeat.
     #[arg(long, env = "ILAGENT_HEARTBEAT_INTERVAL", value_parser = parse_duration, default_value = "60s", help_heading = "Sources")]
     pub heartbeat_interval: Duration,
-
-    /// MQTT broker host.
-    #[arg(short = 'm', long, env = "ILAGENT_MQTT_HOST", help_heading = "Sources")]
-    pub mqtt_host: Option<String>,
-
-    /// MQTT broker port.
-    #[arg(
-        short = 'q',
-        long,
-        env = "ILAGENT_MQTT_PORT",
-        default_value_t = 1883,
-        help_heading = "Sources"
-    )]
-    pub mqtt_port: u16,
-
-    /// MQTT client id.
-    #[arg(
-        short = 'n',
-        long,
-        env = "ILAGENT_MQTT_NAME",
-        default_value = "ilagent",
-        help_heading = "Sources"
-    )]
-    pub mqtt_name: String,
 
     /// Topic carrying events (repeatable; MQTT wildcards allowed).
     #[arg(
@@ -86,6 +62,9 @@ pub struct DaemonArgs {
 
     #[command(flatten, next_help_heading = "Kafka")]
     pub kafka: KafkaArgs,
+
+    #[command(flatten, next_help_heading = "MQTT")]
+    pub mqtt: MqttArgs,
 
     /// How long to finish in-flight work after SIGINT or SIGTERM before giving it back
     /// to the broker undelivered.

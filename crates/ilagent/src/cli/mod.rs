@@ -15,9 +15,13 @@ use crate::ilert::{EventType, Priority};
 
 mod daemon;
 mod kafka;
+mod mqtt;
+mod queue;
 
 pub use daemon::DaemonArgs;
 pub use kafka::{KafkaArgs, OffsetReset, SaslMechanism, SecurityProtocol};
+pub use mqtt::{MqttArgs, MqttVersion, parse_size};
+pub use queue::{QueueArgs, QueueCommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -97,6 +101,9 @@ pub enum Command {
     Heartbeat(HeartbeatArgs),
     /// Run the agent: consume brokers, serve the local proxy, ping the agent's heartbeat.
     Daemon(Box<DaemonArgs>),
+    /// Inspect the SQLite queue (-f): depth, dead letters; requeue or purge dead letters.
+    /// Works while the daemon runs.
+    Queue(QueueArgs),
 }
 
 #[derive(Debug, Args)]
@@ -260,7 +267,8 @@ mod tests {
         let Command::Daemon(args) = cli.command else {
             panic!("daemon expected")
         };
-        assert_eq!(args.mqtt_host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(args.mqtt.mqtt_host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(args.mqtt.mqtt_qos, 1);
         assert_eq!(args.event_topics, ["ilert/events"]);
         assert_eq!(args.heartbeat_topics, ["ilert/heartbeats"]);
         assert_eq!(cli.global.verbose, 2);

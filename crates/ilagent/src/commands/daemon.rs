@@ -1,8 +1,8 @@
 //! `ilagent daemon`: validates the whole configuration, then runs what it names until
 //! SIGINT or SIGTERM.
 //!
-//! Runs the Kafka source and the agent's own heartbeat (`-b`); refuses, with exit status
-//! 2, a configuration that needs a source this build does not have yet (MQTT, the HTTP
+//! Runs the Kafka or MQTT source and the agent's own heartbeat (`-b`); refuses, with exit
+//! status 2, a configuration that needs a source this build does not have yet (the HTTP
 //! proxy). If a source fails for good, the others are shut down and the daemon exits 1,
 //! so that the orchestrator restarts it.
 
@@ -16,9 +16,11 @@ use super::Exit;
 use crate::action::{Action, Outcome};
 use crate::cli::{DaemonArgs, GlobalArgs};
 use crate::config::{AgentHeartbeat, DaemonConfig, UsageError};
-use crate::delivery::{Context, Deliverer};
+use crate::delivery::{Context, Deliverer, RetryPolicy};
 use crate::ilert::IlertClient;
+use crate::queue::settle::RetrySchedule;
 use crate::sources::kafka::KafkaSource;
+use crate::sources::mqtt::MqttSource;
 
 pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
     let config = match DaemonConfig::from_args(global, args) {
@@ -57,6 +59,30 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { source.run(shutdown).await.map_err(|e| e.to_string()) });
     }
+    if let Some(mqtt) = config.mqtt.clone() {
+        // Queued rows get one attempt per hand-out: the row counts the attempts, so a
+        // restart continues the count. Same client and rate budgets as live deliveries.
+        let queue_deliverer = deliverer.with_policy(RetryPolicy {
+            max_attempts: Some(1),
+            ..config.retry
+        });
+        let source = MqttSource {
+            config: mqtt,
+            topics: config.topics.clone(),
+            mapping: Arc::new(config.mapping.clone()),
+            deliverer: deliverer.clone(),
+            queue_deliverer,
+            schedule: RetrySchedule {
+                backoff: config.retry.backoff,
+                max_attempts: config.retry.max_attempts,
+            },
+            event_path: config.event_path.clone(),
+            shutdown_timeout: config.shutdown_timeout,
+            db_file: config.db_file.clone(),
+        };
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { source.run(shutdown).await.map_err(|e| e.to_string()) });
+    }
     if let Some(heartbeat) = config.heartbeat.clone() {
         let (deliverer, shutdown) = (deliverer.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -86,9 +112,7 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
 }
 
 fn unavailable_source(config: &DaemonConfig) -> Option<&'static str> {
-    if config.mqtt.is_some() {
-        Some("the MQTT source (-m/--mqtt_host)")
-    } else if config.http_port.is_some() {
+    if config.http_port.is_some() {
         Some("the HTTP proxy (-p/--port)")
     } else {
         None

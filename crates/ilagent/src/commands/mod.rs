@@ -11,6 +11,7 @@ mod daemon;
 mod event;
 mod heartbeat;
 mod oneshot;
+mod queue;
 
 use std::process::ExitCode;
 
@@ -65,5 +66,6 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Event(args) => event::run(&cli.global, args).await,
         Command::Heartbeat(args) => heartbeat::run(&cli.global, args).await,
         Command::Daemon(args) => daemon::run(&cli.global, &args).await,
+        Command::Queue(args) => queue::run(&cli.global, args).await,
     }
 }

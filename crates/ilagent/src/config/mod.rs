@@ -17,8 +17,10 @@ use crate::mapping::{FieldPath, Filter, MappingConfig, PolicyMapping};
 use crate::secret::Secret;
 
 mod kafka;
+mod mqtt;
 
 pub use kafka::{KafkaConfig, KafkaSecurity, StartOffset, StartPosition};
+pub use mqtt::MqttConfig;
 
 /// A flag or combination of flags that cannot work; the message names the flag and the fix.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -26,7 +28,7 @@ pub use kafka::{KafkaConfig, KafkaSecurity, StartOffset, StartPosition};
 pub struct UsageError(pub String);
 
 impl UsageError {
-    fn new(message: impl fmt::Display) -> Self {
+    pub(crate) fn new(message: impl fmt::Display) -> Self {
         UsageError(message.to_string())
     }
 }
@@ -88,13 +90,6 @@ impl Topics {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MqttConfig {
-    pub host: String,
-    pub port: u16,
-    pub client_id: String,
-}
-
 /// The agent's own heartbeat (`-b`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentHeartbeat {
@@ -132,11 +127,7 @@ impl DaemonConfig {
             policies: topic_list("--policy_topic", &args.policy_topics)?,
         };
         let kafka = KafkaConfig::from_args(&args.kafka)?;
-        let mqtt = args
-            .mqtt_host
-            .as_deref()
-            .map(|host| mqtt_config(host, args.mqtt_port, &args.mqtt_name))
-            .transpose()?;
+        let mqtt = MqttConfig::from_args(&args.mqtt)?;
         let heartbeat = agent_heartbeat(args)?;
         let api_key = secret(args.ilert_api_key.as_deref());
 
@@ -276,29 +267,6 @@ fn agent_heartbeat(args: &DaemonArgs) -> Result<Option<AgentHeartbeat>, UsageErr
         key,
         interval: args.heartbeat_interval,
     }))
-}
-
-fn mqtt_config(host: &str, port: u16, client_id: &str) -> Result<MqttConfig, UsageError> {
-    if host.trim().is_empty() {
-        return Err(UsageError::new(
-            "-m/--mqtt_host is empty: give the broker's host, e.g. -m 127.0.0.1",
-        ));
-    }
-    if port == 0 {
-        return Err(UsageError::new(
-            "-q/--mqtt_port 0 is not a port: the MQTT default is 1883",
-        ));
-    }
-    if client_id.trim().is_empty() {
-        return Err(UsageError::new(
-            "-n/--mqtt_name is empty: give a client id, e.g. -n ilagent",
-        ));
-    }
-    Ok(MqttConfig {
-        host: host.trim().to_string(),
-        port,
-        client_id: client_id.trim().to_string(),
-    })
 }
 
 fn topic_in_two_roles(topics: &Topics) -> Option<&str> {

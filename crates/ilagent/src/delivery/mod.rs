@@ -58,15 +58,16 @@ pub struct Context<'a> {
 struct Shared {
     client: IlertClient,
     limiter: RateLimiter,
-    policy: RetryPolicy,
     api_key: Option<Secret>,
 }
 
-/// Delivers actions. Cheap to clone: clones share the client, the rate limiter and the
-/// policy; each may post events to its own path ([`Deliverer::with_event_path`]).
+/// Delivers actions. Cheap to clone: clones share the client and the rate limiter (so
+/// every key has one budget, whoever sends); each may post events to its own path
+/// ([`Deliverer::with_event_path`]) and retry by its own policy ([`Deliverer::with_policy`]).
 #[derive(Clone)]
 pub struct Deliverer {
     shared: Arc<Shared>,
+    policy: RetryPolicy,
     event_path: EventPath,
 }
 
@@ -81,9 +82,9 @@ impl Deliverer {
             shared: Arc::new(Shared {
                 client,
                 limiter: RateLimiter::new(budgets),
-                policy,
                 api_key,
             }),
+            policy,
             event_path: EventPath::Generic,
         }
     }
@@ -92,7 +93,17 @@ impl Deliverer {
     pub fn with_event_path(&self, path: EventPath) -> Self {
         Deliverer {
             shared: Arc::clone(&self.shared),
+            policy: self.policy,
             event_path: path,
+        }
+    }
+
+    /// The same deliverer (same client, same rate budgets) retrying by `policy`.
+    pub fn with_policy(&self, policy: RetryPolicy) -> Self {
+        Deliverer {
+            shared: Arc::clone(&self.shared),
+            policy,
+            event_path: self.event_path.clone(),
         }
     }
 
@@ -113,7 +124,7 @@ impl Deliverer {
     }
 
     async fn retry(&self, action: &Action, ctx: &Context<'_>) -> Outcome {
-        let policy = &self.shared.policy;
+        let policy = &self.policy;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -188,7 +199,7 @@ impl Deliverer {
         status: Option<u16>,
         retry_after: Option<Duration>,
     ) -> Duration {
-        let policy = &self.shared.policy;
+        let policy = &self.policy;
         if let Some(after) = retry_after {
             return after.min(policy.max_retry_after);
         }

@@ -2,4 +2,5 @@
 //! ([`crate::mapping`], [`crate::pipeline`], [`crate::delivery`]).
 
 pub mod kafka;
+pub mod mqtt;
 pub mod route;

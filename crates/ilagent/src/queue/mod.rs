@@ -1,0 +1,195 @@
+//! The durable queue: messages kept in SQLite until ilert has them, and the dead letters.
+//!
+//! - [`schema`] lays out the file (`-f`) and sets WAL mode and full sync.
+//! - [`store`] holds every SQL statement, and with them the per-key order: only the oldest
+//!   row of an order key is ever handed out, so no retry or restart lets a later message
+//!   of the key overtake.
+//! - [`Queue`] (this file) runs the store on a thread of its own, so no SQLite call ever
+//!   blocks the async runtime, and commits inserts that arrive together in one transaction.
+//! - [`worker`] delivers rows through the shared dispatcher; [`settle`] deletes, reschedules
+//!   or dead-letters them according to the outcome, with the attempt count in the row.
+//!
+//! Sources that acknowledge on the write (MQTT with `--mqtt_buffer`, the HTTP proxy) append
+//! rows; every source may record dead letters here.
+
+mod order;
+pub mod record;
+mod schema;
+pub mod settle;
+pub mod store;
+pub mod worker;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use order::order_key_column;
+pub use record::{
+    DeadLetterRow, NewDeadLetter, NewRow, QueuedRow, Selection, Stats, StoredMeta, now_ms,
+};
+pub use store::Store;
+
+/// A failure of the SQLite file.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("SQLite queue: cannot {what}: {error}")]
+    Sqlite {
+        what: String,
+        error: rusqlite::Error,
+    },
+    #[error("SQLite queue: {0}")]
+    Other(String),
+    #[error("SQLite queue: the queue thread has stopped")]
+    Closed,
+}
+
+impl QueueError {
+    pub(crate) fn sqlite(what: String, error: rusqlite::Error) -> Self {
+        QueueError::Sqlite { what, error }
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Store) + Send>;
+type Reply = oneshot::Sender<Result<Vec<i64>, QueueError>>;
+
+enum Command {
+    /// Kept apart from other work so that inserts arriving together share one commit.
+    Insert(Arc<Vec<NewRow>>, Reply),
+    Run(Job),
+}
+
+/// Most rows one commit takes; bounds how long other work waits behind a burst.
+const MAX_ROWS_PER_COMMIT: usize = 2_000;
+
+/// A handle to the queue thread. Cheap to clone; the thread ends when the last handle
+/// is dropped, after finishing the work already sent.
+#[derive(Clone)]
+pub struct Queue {
+    commands: mpsc::UnboundedSender<Command>,
+    path: Arc<str>,
+}
+
+impl Queue {
+    /// Opens the file (creating it) for this daemon alone and starts the thread.
+    /// Blocking: call it from `spawn_blocking`.
+    pub fn open(path: &Path) -> Result<Queue, QueueError> {
+        let lock = lock_for_this_daemon(path)?;
+        let store = Store::open(path)?;
+        let (commands, receiver) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("sqlite-queue".into())
+            .spawn(move || {
+                serve(store, receiver);
+                drop(lock);
+            })
+            .map_err(|e| QueueError::Other(format!("cannot start the queue thread: {e}")))?;
+        Ok(Queue {
+            commands,
+            path: path.display().to_string().into(),
+        })
+    }
+
+    /// The file, for log lines.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Appends rows; returns once they are committed to disk. (Shared, so that a caller
+    /// can retry a failed commit without copying the payloads.)
+    pub async fn insert(&self, rows: Arc<Vec<NewRow>>) -> Result<Vec<i64>, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Insert(rows, reply))
+            .map_err(|_| QueueError::Closed)?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Runs `work` on the queue thread and returns its result.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T, QueueError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |store| {
+            let _ = reply.send(work(store));
+        });
+        self.commands
+            .send(Command::Run(job))
+            .map_err(|_| QueueError::Closed)?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+}
+
+/// Two daemons on one file would hand out the same rows twice; `ilagent queue` (which
+/// does not take this lock) may still work on it. The lock is on a file beside the
+/// database, never on the database itself, whose locks belong to SQLite.
+fn lock_for_this_daemon(path: &Path) -> Result<std::fs::File, QueueError> {
+    let lock_path = format!("{}.lock", path.display());
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| QueueError::Other(format!("cannot create {lock_path}: {e}")))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(QueueError::Other(format!(
+            "another ilagent daemon is using {}: give each daemon its own file with -f",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(QueueError::Other(format!("cannot lock {lock_path}: {e}")))
+        }
+    }
+}
+
+/// The queue thread: one command at a time, consecutive inserts in one transaction.
+fn serve(mut store: Store, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let mut next = commands.blocking_recv();
+    while let Some(command) = next.take() {
+        match command {
+            Command::Run(job) => job(&mut store),
+            Command::Insert(rows, reply) => {
+                let mut batch = vec![(rows, reply)];
+                let mut total: usize = batch[0].0.len();
+                while total < MAX_ROWS_PER_COMMIT {
+                    match commands.try_recv() {
+                        Ok(Command::Insert(rows, reply)) => {
+                            total += rows.len();
+                            batch.push((rows, reply));
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                commit_batch(&mut store, batch);
+            }
+        }
+        if next.is_none() {
+            next = commands.blocking_recv();
+        }
+    }
+}
+
+fn commit_batch(store: &mut Store, batch: Vec<(Arc<Vec<NewRow>>, Reply)>) {
+    match store.insert(batch.iter().flat_map(|(rows, _)| rows.iter())) {
+        Ok(ids) => {
+            let mut ids = ids.into_iter();
+            for (rows, reply) in batch {
+                let _ = reply.send(Ok(ids.by_ref().take(rows.len()).collect()));
+            }
+        }
+        Err(error) => {
+            // Nothing was committed: every caller learns it, none is acknowledged.
+            let text = error.to_string();
+            for (_, reply) in batch {
+                let _ = reply.send(Err(QueueError::Other(text.clone())));
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The SQLite file's layout and how a connection to it is set up.
+//!
+//! One file (`-f`, default `./ilagent.db3`) holds the queue of messages waiting for
+//! delivery and the dead letters. WAL mode lets `ilagent queue` read and edit it while the
+//! daemon writes; `synchronous = FULL` makes a committed row survive a power cut, not only
+//! a crash, because "acknowledged" and "202" both promise that the message is on disk.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::QueueError;
+
+/// The version this code writes; older files are migrated on open.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS queue (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    source          TEXT    NOT NULL,  -- mqtt, http
+    topic           TEXT    NOT NULL,  -- MQTT topic or HTTP path
+    payload         BLOB    NOT NULL,  -- exactly as received
+    metadata        TEXT    NOT NULL,  -- JSON: headers, producer timestamp
+    order_key       TEXT,              -- rows with one key are delivered in id order; NULL: no order
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,  -- unix ms
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL   -- unix ms
+);
+CREATE INDEX IF NOT EXISTS queue_by_order_key ON queue (order_key, id);
+CREATE INDEX IF NOT EXISTS queue_by_next_attempt ON queue (next_attempt_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue_id   INTEGER,                -- the row it was in the queue, if it was queued
+    source     TEXT    NOT NULL,
+    topic      TEXT    NOT NULL,
+    payload    BLOB    NOT NULL,
+    metadata   TEXT    NOT NULL,
+    order_key  TEXT,
+    kind       TEXT    NOT NULL,       -- invalid, permanent, exhausted
+    reason     TEXT    NOT NULL,
+    attempts   INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,       -- when the message was received, unix ms
+    failed_at  INTEGER NOT NULL        -- when it was set aside, unix ms
+);
+";
+
+/// Opens (creating if needed) the file and brings its schema up to date.
+pub fn open(path: &Path) -> Result<Connection, QueueError> {
+    let context = |what: &str| format!("{what} {}", path.display());
+    let connection = Connection::open(path).map_err(|e| QueueError::sqlite(context("open"), e))?;
+    // Another process (the daemon, `ilagent queue`) may hold the write lock for a moment.
+    connection
+        .busy_timeout(Duration::from_secs(10))
+        .map_err(|e| QueueError::sqlite(context("configure"), e))?;
+    let mode: String = connection
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(|e| QueueError::sqlite(context("switch to WAL mode"), e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(QueueError::Other(format!(
+            "{} cannot use WAL mode (it is in {mode} mode): put it on a local file system",
+            path.display()
+        )));
+    }
+    connection
+        .pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| QueueError::sqlite(context("configure"), e))?;
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|e| QueueError::sqlite(context("read the schema version of"), e))?;
+    if version > SCHEMA_VERSION {
+        return Err(QueueError::Other(format!(
+            "{} was written by a newer ilagent (schema {version}, this one knows {SCHEMA_VERSION}): use that version",
+            path.display()
+        )));
+    }
+    if version < SCHEMA_VERSION {
+        connection
+            .execute_batch(&format!(
+                "BEGIN; {SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(|e| QueueError::sqlite(context("create the tables in"), e))?;
+    }
+    Ok(connection)
+}

@@ -1,0 +1,533 @@
+//! Every SQL statement of the queue, as blocking calls on one connection.
+//!
+//! The per-key order lives here, in [`Store::fetch_heads`]: only the oldest row of each
+//! order key is ever handed out, whether it is new, failing and waiting for its retry, or
+//! waiting for a restart. A later row of the same key becomes eligible only when the one
+//! before it has left the table (delivered or dead-lettered), so no retry, restart or
+//! second worker can let it overtake.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::QueueError;
+use super::record::{
+    DeadLetterRow, NewDeadLetter, NewRow, QueuedRow, Selection, Stats, StoredMeta, now_ms,
+    source_from_str,
+};
+use super::schema;
+
+pub struct Store {
+    connection: Connection,
+    /// Whether commits currently wait for the disk (`synchronous = FULL`).
+    full_sync: bool,
+}
+
+const QUEUED_COLUMNS: &str = "id, source, topic, payload, metadata, attempts, next_attempt_at, last_error, created_at, order_key";
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, QueueError> {
+        Ok(Store {
+            connection: schema::open(path)?,
+            full_sync: true,
+        })
+    }
+
+    /// Writes that acknowledge something to the outside world (a row the broker or an HTTP
+    /// client is told is safe, a dead letter whose message is then acknowledged) wait for
+    /// the disk. Writes that only record progress (a delivered row deleted, a retry
+    /// counted) do not: in WAL mode they survive a crash of the process, and a power cut
+    /// can at worst undo the last of them, which means a duplicate delivery or an extra
+    /// attempt, never a loss. One fsync per delivered message would cap throughput.
+    fn sync(&mut self, full: bool) -> Result<(), QueueError> {
+        if self.full_sync != full {
+            self.connection
+                .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })
+                .map_err(sql("configure"))?;
+            self.full_sync = full;
+        }
+        Ok(())
+    }
+
+    /// Appends the rows in one transaction; returns their ids in the same order.
+    pub fn insert<'a>(
+        &mut self,
+        rows: impl IntoIterator<Item = &'a NewRow>,
+    ) -> Result<Vec<i64>, QueueError> {
+        self.sync(true)?;
+        let tx = self.connection.transaction().map_err(sql("begin insert"))?;
+        let mut ids = Vec::new();
+        {
+            let mut statement = tx
+                .prepare_cached(
+                    "INSERT INTO queue (source, topic, payload, metadata, order_key, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(sql("prepare insert"))?;
+            for row in rows {
+                statement
+                    .execute(params![
+                        row.source.as_str(),
+                        row.topic,
+                        row.payload,
+                        row.meta.to_json(),
+                        row.order_key,
+                        row.created_at_ms
+                    ])
+                    .map_err(sql("insert"))?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit().map_err(sql("commit insert"))?;
+        Ok(ids)
+    }
+
+    /// Up to `limit` rows that are due at `now_ms` and are the oldest of their order key,
+    /// in id order, leaving out `exclude` (rows already being delivered).
+    pub fn fetch_heads(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        exclude: &[i64],
+    ) -> Result<Vec<QueuedRow>, QueueError> {
+        let exclude = serde_json::to_string(exclude).unwrap_or_else(|_| "[]".into());
+        let mut statement = self
+            .connection
+            .prepare_cached(&format!(
+                "SELECT {QUEUED_COLUMNS} FROM queue AS q
+                 WHERE q.next_attempt_at <= ?1
+                   AND q.id NOT IN (SELECT value FROM json_each(?3))
+                   AND (q.order_key IS NULL
+                        OR q.id = (SELECT MIN(p.id) FROM queue AS p WHERE p.order_key = q.order_key))
+                 ORDER BY q.id
+                 LIMIT ?2"
+            ))
+            .map_err(sql("prepare fetch"))?;
+        let rows = statement
+            .query_map(
+                params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX), exclude],
+                queued_row,
+            )
+            .map_err(sql("fetch"))?;
+        rows.collect::<Result<_, _>>().map_err(sql("fetch"))
+    }
+
+    /// The due head rows of the given keys only: after a row of a key settles, its
+    /// successor is found through the index instead of a scan of the whole queue.
+    pub fn fetch_heads_of(
+        &self,
+        now_ms: i64,
+        keys: &[String],
+        exclude: &[i64],
+    ) -> Result<Vec<QueuedRow>, QueueError> {
+        let keys = serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
+        let exclude = serde_json::to_string(exclude).unwrap_or_else(|_| "[]".into());
+        let mut statement = self
+            .connection
+            .prepare_cached(&format!(
+                "SELECT {QUEUED_COLUMNS} FROM queue AS q
+                 WHERE q.id IN (SELECT (SELECT MIN(p.id) FROM queue AS p WHERE p.order_key = k.value)
+                                FROM json_each(?2) AS k)
+                   AND q.next_attempt_at <= ?1
+                   AND q.id NOT IN (SELECT value FROM json_each(?3))
+                 ORDER BY q.id"
+            ))
+            .map_err(sql("prepare fetch"))?;
+        let rows = statement
+            .query_map(params![now_ms, keys, exclude], queued_row)
+            .map_err(sql("fetch"))?;
+        rows.collect::<Result<_, _>>().map_err(sql("fetch"))
+    }
+
+    /// When the earliest waiting retry is due, if any row waits for one.
+    pub fn next_retry_at(&self, now_ms: i64) -> Result<Option<i64>, QueueError> {
+        self.connection
+            .query_row(
+                "SELECT MIN(next_attempt_at) FROM queue WHERE next_attempt_at > ?1",
+                [now_ms],
+                |row| row.get(0),
+            )
+            .map_err(sql("find the next retry"))
+    }
+
+    /// Removes a delivered (or skipped) row.
+    pub fn delete(&mut self, id: i64) -> Result<(), QueueError> {
+        self.sync(false)?;
+        self.connection
+            .execute("DELETE FROM queue WHERE id = ?1", [id])
+            .map_err(sql("delete"))?;
+        Ok(())
+    }
+
+    /// Records a failed attempt and when to try again.
+    pub fn schedule_retry(
+        &mut self,
+        id: i64,
+        attempts: u32,
+        next_attempt_at_ms: i64,
+        error: &str,
+    ) -> Result<(), QueueError> {
+        self.sync(false)?;
+        self.connection
+            .execute(
+                "UPDATE queue SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE id = ?1",
+                params![id, attempts, next_attempt_at_ms, error],
+            )
+            .map_err(sql("schedule a retry"))?;
+        Ok(())
+    }
+
+    /// Moves a queued row to the dead letters, in one transaction.
+    pub fn dead_letter_queued(
+        &mut self,
+        id: i64,
+        kind: &str,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), QueueError> {
+        self.sync(false)?;
+        let tx = self
+            .connection
+            .transaction()
+            .map_err(sql("begin dead letter"))?;
+        tx.execute(
+            "INSERT INTO dead_letters
+                 (queue_id, source, topic, payload, metadata, order_key, kind, reason, attempts, created_at, failed_at)
+             SELECT id, source, topic, payload, metadata, order_key, ?2, ?3, ?4, created_at, ?5
+             FROM queue WHERE id = ?1",
+            params![id, kind, reason, attempts, now_ms()],
+        )
+        .map_err(sql("write the dead letter"))?;
+        tx.execute("DELETE FROM queue WHERE id = ?1", [id])
+            .map_err(sql("delete the dead-lettered row"))?;
+        tx.commit().map_err(sql("commit dead letter"))
+    }
+
+    /// Records a message that never was in the queue (a non-buffered source's).
+    pub fn add_dead_letter(&mut self, letter: &NewDeadLetter) -> Result<i64, QueueError> {
+        self.sync(true)?;
+        self.connection
+            .execute(
+                "INSERT INTO dead_letters
+                     (queue_id, source, topic, payload, metadata, order_key, kind, reason, attempts, created_at, failed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    letter.queue_id,
+                    letter.source.as_str(),
+                    letter.topic,
+                    letter.payload,
+                    letter.meta.to_json(),
+                    letter.order_key,
+                    letter.kind,
+                    letter.reason,
+                    letter.attempts,
+                    letter.created_at_ms,
+                    now_ms()
+                ],
+            )
+            .map_err(sql("write the dead letter"))?;
+        Ok(self.connection.last_insert_rowid())
+    }
+
+    pub fn stats(&self) -> Result<Stats, QueueError> {
+        let (queued, retrying, oldest) = self
+            .connection
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(attempts > 0), 0), MIN(created_at) FROM queue",
+                [],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, Option<i64>>(2)?,
+                    ))
+                },
+            )
+            .map_err(sql("count the queue"))?;
+        let dead_letters: i64 = self
+            .connection
+            .query_row("SELECT COUNT(*) FROM dead_letters", [], |row| row.get(0))
+            .map_err(sql("count the dead letters"))?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(Stats {
+            queued: count(queued),
+            retrying: count(retrying),
+            dead_letters: count(dead_letters),
+            oldest_queued_at_ms: oldest,
+        })
+    }
+
+    /// The oldest `limit` queued rows.
+    pub fn list_queued(&self, limit: u32) -> Result<Vec<QueuedRow>, QueueError> {
+        let mut statement = self
+            .connection
+            .prepare(&format!(
+                "SELECT {QUEUED_COLUMNS} FROM queue ORDER BY id LIMIT ?1"
+            ))
+            .map_err(sql("prepare list"))?;
+        let rows = statement
+            .query_map([limit], queued_row)
+            .map_err(sql("list the queue"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("list the queue"))
+    }
+
+    /// The oldest `limit` dead letters.
+    pub fn list_dead_letters(&self, limit: u32) -> Result<Vec<DeadLetterRow>, QueueError> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT id, queue_id, source, topic, payload, kind, reason, attempts, created_at, failed_at
+                 FROM dead_letters ORDER BY id LIMIT ?1",
+            )
+            .map_err(sql("prepare list"))?;
+        let rows = statement
+            .query_map([limit], |row| {
+                Ok(DeadLetterRow {
+                    id: row.get(0)?,
+                    queue_id: row.get(1)?,
+                    source: source_from_str(&row.get::<_, String>(2)?),
+                    topic: row.get(3)?,
+                    payload: row.get(4)?,
+                    kind: row.get(5)?,
+                    reason: row.get(6)?,
+                    attempts: row.get(7)?,
+                    created_at_ms: row.get(8)?,
+                    failed_at_ms: row.get(9)?,
+                })
+            })
+            .map_err(sql("list the dead letters"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("list the dead letters"))
+    }
+
+    /// Moves dead letters back into the queue with their attempts reset. A letter goes
+    /// back under its old queue id when it had one, so it is again ahead of the later
+    /// messages of its key; others are appended.
+    pub fn requeue(&mut self, selection: &Selection) -> Result<usize, QueueError> {
+        let tx = self
+            .connection
+            .transaction()
+            .map_err(sql("begin requeue"))?;
+        let ids = selected_ids(&tx, selection)?;
+        for id in &ids {
+            let queue_id: Option<i64> = tx
+                .query_row(
+                    "SELECT queue_id FROM dead_letters WHERE id = ?1",
+                    [id],
+                    |row| row.get(0),
+                )
+                .map_err(sql("read the dead letter"))?;
+            let free = match queue_id {
+                Some(queue_id) => tx
+                    .query_row("SELECT 1 FROM queue WHERE id = ?1", [queue_id], |_| Ok(()))
+                    .optional()
+                    .map_err(sql("check the queue id"))?
+                    .is_none(),
+                None => false,
+            };
+            tx.execute(
+                "INSERT INTO queue (id, source, topic, payload, metadata, order_key, created_at)
+                 SELECT CASE WHEN ?2 THEN queue_id END, source, topic, payload, metadata, order_key, created_at
+                 FROM dead_letters WHERE id = ?1",
+                params![id, free],
+            )
+            .map_err(sql("requeue"))?;
+            tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])
+                .map_err(sql("requeue"))?;
+        }
+        tx.commit().map_err(sql("commit requeue"))?;
+        Ok(ids.len())
+    }
+
+    /// Deletes dead letters for good.
+    pub fn purge(&mut self, selection: &Selection) -> Result<usize, QueueError> {
+        let tx = self.connection.transaction().map_err(sql("begin purge"))?;
+        let ids = selected_ids(&tx, selection)?;
+        for id in &ids {
+            tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])
+                .map_err(sql("purge"))?;
+        }
+        tx.commit().map_err(sql("commit purge"))?;
+        Ok(ids.len())
+    }
+}
+
+/// The ids of the selected dead letters that exist.
+fn selected_ids(tx: &Connection, selection: &Selection) -> Result<Vec<i64>, QueueError> {
+    let all: Vec<i64> = {
+        let mut statement = tx
+            .prepare("SELECT id FROM dead_letters ORDER BY id")
+            .map_err(sql("list the dead letters"))?;
+        let ids = statement
+            .query_map([], |row| row.get(0))
+            .map_err(sql("list the dead letters"))?;
+        ids.collect::<Result<_, _>>()
+            .map_err(sql("list the dead letters"))?
+    };
+    Ok(match selection {
+        Selection::All => all,
+        Selection::Ids(wanted) => all.into_iter().filter(|id| wanted.contains(id)).collect(),
+    })
+}
+
+fn queued_row(row: &Row<'_>) -> rusqlite::Result<QueuedRow> {
+    Ok(QueuedRow {
+        id: row.get(0)?,
+        source: source_from_str(&row.get::<_, String>(1)?),
+        topic: row.get(2)?,
+        payload: row.get(3)?,
+        meta: StoredMeta::from_json(&row.get::<_, String>(4)?),
+        attempts: row.get(5)?,
+        next_attempt_at_ms: row.get(6)?,
+        last_error: row.get(7)?,
+        created_at_ms: row.get(8)?,
+        order_key: row.get(9)?,
+    })
+}
+
+fn sql(what: &'static str) -> impl Fn(rusqlite::Error) -> QueueError {
+    move |error| QueueError::sqlite(what.to_string(), error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::SourceKind;
+
+    fn row(key: Option<&str>, payload: &str) -> NewRow {
+        NewRow {
+            source: SourceKind::Mqtt,
+            topic: "t".into(),
+            payload: payload.as_bytes().to_vec(),
+            meta: StoredMeta::default(),
+            order_key: key.map(str::to_string),
+            created_at_ms: 1,
+        }
+    }
+
+    fn payloads(rows: &[QueuedRow]) -> Vec<String> {
+        rows.iter()
+            .map(|r| String::from_utf8(r.payload.clone()).unwrap())
+            .collect()
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db3")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn only_the_oldest_row_of_a_key_is_handed_out() {
+        let (_dir, mut store) = store();
+        store
+            .insert(&[
+                row(Some("a"), "a1"),
+                row(Some("b"), "b1"),
+                row(Some("a"), "a2"),
+                row(None, "n1"),
+                row(None, "n2"),
+            ])
+            .unwrap();
+        let heads = store.fetch_heads(now_ms(), 10, &[]).unwrap();
+        assert_eq!(payloads(&heads), ["a1", "b1", "n1", "n2"]);
+        // a1 is being delivered: a2 still waits behind it.
+        let others = store.fetch_heads(now_ms(), 10, &[heads[0].id]).unwrap();
+        assert_eq!(payloads(&others), ["b1", "n1", "n2"]);
+        store.delete(heads[0].id).unwrap();
+        let next = store.fetch_heads(now_ms(), 10, &[]).unwrap();
+        assert_eq!(payloads(&next), ["b1", "a2", "n1", "n2"]);
+        // The same answer through the index, for the keys that just moved on.
+        let keys = vec!["a".to_string(), "gone".to_string()];
+        assert_eq!(
+            payloads(&store.fetch_heads_of(now_ms(), &keys, &[]).unwrap()),
+            ["a2"]
+        );
+        assert!(
+            store
+                .fetch_heads_of(now_ms(), &keys, &[next[1].id])
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_row_waiting_for_its_retry_holds_back_its_key_only() {
+        let (_dir, mut store) = store();
+        let ids = store
+            .insert(&[
+                row(Some("a"), "a1"),
+                row(Some("a"), "a2"),
+                row(Some("b"), "b1"),
+            ])
+            .unwrap();
+        let later = now_ms() + 60_000;
+        store.schedule_retry(ids[0], 3, later, "503").unwrap();
+        assert_eq!(
+            payloads(&store.fetch_heads(now_ms(), 10, &[]).unwrap()),
+            ["b1"]
+        );
+        assert_eq!(store.next_retry_at(now_ms()).unwrap(), Some(later));
+        let due = store.fetch_heads(later, 10, &[]).unwrap();
+        assert_eq!(payloads(&due), ["a1", "b1"]);
+        assert_eq!(due[0].attempts, 3);
+        assert_eq!(due[0].last_error.as_deref(), Some("503"));
+    }
+
+    #[test]
+    fn dead_letters_keep_their_place_when_requeued_and_can_be_purged() {
+        let (_dir, mut store) = store();
+        let ids = store
+            .insert(&[row(Some("a"), "a1"), row(Some("a"), "a2")])
+            .unwrap();
+        store
+            .dead_letter_queued(ids[0], "exhausted", "gave up", 5)
+            .unwrap();
+        let letters = store.list_dead_letters(10).unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(
+            (
+                letters[0].queue_id,
+                letters[0].kind.as_str(),
+                letters[0].attempts
+            ),
+            (Some(ids[0]), "exhausted", 5)
+        );
+        assert_eq!(
+            payloads(&store.fetch_heads(now_ms(), 10, &[]).unwrap()),
+            ["a2"]
+        );
+        assert_eq!(store.requeue(&Selection::All).unwrap(), 1);
+        let heads = store.fetch_heads(now_ms(), 10, &[]).unwrap();
+        assert_eq!(payloads(&heads), ["a1"]);
+        assert_eq!(heads[0].attempts, 0);
+        assert_eq!(store.stats().unwrap().dead_letters, 0);
+
+        store
+            .add_dead_letter(&NewDeadLetter {
+                queue_id: None,
+                source: SourceKind::Mqtt,
+                topic: "t".into(),
+                payload: b"x".to_vec(),
+                meta: StoredMeta::default(),
+                order_key: None,
+                kind: "invalid".into(),
+                reason: "not JSON".into(),
+                attempts: 0,
+                created_at_ms: 1,
+            })
+            .unwrap();
+        let id = store.list_dead_letters(10).unwrap()[0].id;
+        assert_eq!(store.purge(&Selection::Ids(vec![id, 999])).unwrap(), 1);
+        assert_eq!(
+            store.stats().unwrap(),
+            Stats {
+                queued: 2,
+                retrying: 0,
+                dead_letters: 0,
+                oldest_queued_at_ms: Some(1)
+            }
+        );
+    }
+}

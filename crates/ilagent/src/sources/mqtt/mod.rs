@@ -1,0 +1,259 @@
+//! The MQTT source: broker messages delivered at least once, in order per alert key and
+//! in parallel across keys, with manual acknowledgements on a persistent session.
+//!
+//! - [`connection`] is the one task that polls rumqttc's event loop (through the
+//!   version-neutral [`client`]); it reconnects with backoff and never blocks.
+//! - [`intake`] takes each publish either to the shared dispatcher (non-buffered: the
+//!   [`settle`] step acknowledges after delivery, or after the dead-letter record) or into
+//!   the SQLite queue (`--mqtt_buffer`: acknowledged after the commit).
+//! - The queue worker ([`crate::queue::worker`]) delivers queued rows; it runs in both
+//!   modes, so dead letters requeued with `ilagent queue requeue` are always delivered.
+//! - [`tls`] builds the TLS setup from the certificate files, and [`tls_reload`] watches
+//!   them and reconnects when they change.
+//!
+//! Shutdown: stop taking messages, finish in-flight ones until `--shutdown_timeout`, keep
+//! polling so their acknowledgements go out, then DISCONNECT.
+
+mod client;
+mod connection;
+mod intake;
+mod options;
+mod settle;
+pub mod tls;
+mod tls_reload;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use self::connection::{ConnectionTask, Shared};
+use self::settle::{Acker, MqttSettler};
+use self::tls_reload::TlsWatcher;
+use crate::config::{MqttConfig, Topics};
+use crate::delivery::Deliverer;
+use crate::ilert::EventPath;
+use crate::mapping::MappingConfig;
+use crate::pipeline::Dispatcher;
+use crate::queue::settle::{QueueSettler, RetrySchedule};
+use crate::queue::worker::{Mapper, Wakeup, Worker};
+use crate::queue::{Queue, QueueError};
+use crate::sources::route::{Routes, TopicSyntax};
+
+pub use self::connection::reconnect_delay;
+
+/// How long the connection task gets to send DISCONNECT after everything has settled.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// After the drain deadline, how long interrupted deliveries get to report back.
+const ABORT_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything the MQTT source runs from.
+pub struct MqttSource {
+    pub config: MqttConfig,
+    pub topics: Topics,
+    pub mapping: Arc<MappingConfig>,
+    /// Delivers live messages (non-buffered), retrying in memory.
+    pub deliverer: Deliverer,
+    /// Delivers queued rows: one attempt per call, the row keeps the count.
+    pub queue_deliverer: Deliverer,
+    pub schedule: RetrySchedule,
+    /// `--ilert_event_path`, or the MQTT alert-source path.
+    pub event_path: Option<EventPath>,
+    pub shutdown_timeout: Duration,
+    /// The SQLite file (`-f`): the buffer and the dead letters.
+    pub db_file: PathBuf,
+}
+
+/// A failure that stops the source: the SQLite file or the TLS files cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("mqtt source: {0}")]
+pub struct MqttSourceError(String);
+
+impl MqttSource {
+    /// Consumes until `shutdown`, then drains and disconnects. A broker that is down or
+    /// refuses the login is retried, never a reason to stop.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), MqttSourceError> {
+        let db_file = self.db_file.clone();
+        let queue = tokio::task::spawn_blocking(move || Queue::open(&db_file))
+            .await
+            .map_err(|e| MqttSourceError(format!("cannot open the SQLite file: {e}")))?
+            .map_err(|e: QueueError| MqttSourceError(e.to_string()))?;
+        let tls = match &self.config.tls {
+            Some(files) => Some(files.load().map_err(|e| MqttSourceError(e.to_string()))?),
+            None => None,
+        };
+        let transport = options::transport(tls.as_ref().map(|(_, config)| Arc::clone(config)));
+        let (client, eventloop) = options::build(&self.config, transport);
+        let shared = Arc::new(Shared::default());
+        let routes = Routes::new(&self.topics, TopicSyntax::Mqtt);
+        let filters: Vec<String> = routes
+            .subscriptions()
+            .into_iter()
+            .map(|topic| self.config.subscription(topic))
+            .collect();
+        let broker = format!("{}:{}", self.config.host, self.config.port);
+        tracing::info!(
+            %broker,
+            client_id = %self.config.client_id,
+            version = ?self.config.version,
+            qos = self.config.qos,
+            buffered = self.config.buffer,
+            tls = tls.is_some(),
+            queue = queue.path(),
+            "mqtt source started"
+        );
+
+        let (intake_tx, intake_rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let connection = tokio::spawn(
+            ConnectionTask {
+                eventloop,
+                client: client.clone(),
+                shared: Arc::clone(&shared),
+                filters,
+                qos: self.config.qos,
+                broker,
+                intake: intake_tx,
+                stop: stop.clone(),
+            }
+            .run(),
+        );
+        if let (Some((snapshot, _)), Some(files)) = (tls, self.config.tls.clone()) {
+            let watcher = TlsWatcher {
+                files,
+                current: snapshot,
+                interval: self.config.tls_reload_interval,
+                client: client.clone(),
+                shared: Arc::clone(&shared),
+            };
+            tokio::spawn(watcher.run(stop.clone()));
+        }
+
+        let path = self
+            .event_path
+            .clone()
+            .unwrap_or_else(|| EventPath::PerKey(EventPath::MQTT.to_string()));
+        let wake = Arc::new(Wakeup::default());
+        let worker = self.spawn_worker(&queue, &routes, &path, &wake, &shutdown);
+        let acker = Acker {
+            client: client.clone(),
+            shared: Arc::clone(&shared),
+        };
+        if self.config.buffer {
+            intake::buffered(
+                intake_rx,
+                queue.clone(),
+                acker,
+                routes,
+                Arc::clone(&self.mapping),
+                wake,
+                shutdown.clone(),
+            )
+            .await;
+        } else {
+            let abort = CancellationToken::new();
+            let settler = MqttSettler {
+                acker,
+                dead_letters: queue.clone(),
+                abort: abort.clone(),
+            };
+            let dispatcher = Dispatcher::new(
+                self.deliverer.with_event_path(path),
+                settler,
+                self.config.max_in_flight,
+                abort.clone(),
+            );
+            intake::direct(
+                intake_rx,
+                dispatcher.clone(),
+                routes,
+                Arc::clone(&self.mapping),
+                shutdown.clone(),
+            )
+            .await;
+            drain(&dispatcher, &abort, self.shutdown_timeout).await;
+        }
+        let stopped_early = !shutdown.is_cancelled();
+        let _ = worker.await;
+
+        // Acknowledgements are queued ahead of the DISCONNECT, so they all go out first.
+        if let Err(error) = client.disconnect().await {
+            tracing::debug!(%error, "disconnect not sent");
+        }
+        stop.cancel();
+        let abort_handle = connection.abort_handle();
+        if tokio::time::timeout(DISCONNECT_TIMEOUT, connection)
+            .await
+            .is_err()
+        {
+            abort_handle.abort();
+        }
+        tracing::info!("mqtt source stopped");
+        if stopped_early {
+            return Err(MqttSourceError(
+                "the connection task stopped unexpectedly".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn spawn_worker(
+        &self,
+        queue: &Queue,
+        routes: &Routes,
+        path: &EventPath,
+        wake: &Arc<Wakeup>,
+        shutdown: &CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let in_flight = Arc::new(Mutex::new(HashSet::new()));
+        let abort = CancellationToken::new();
+        let settler = QueueSettler {
+            queue: queue.clone(),
+            schedule: self.schedule,
+            in_flight: Arc::clone(&in_flight),
+            wake: Arc::clone(wake),
+            abort: abort.clone(),
+        };
+        let dispatcher = Dispatcher::new(
+            self.queue_deliverer.with_event_path(path.clone()),
+            settler,
+            self.config.max_in_flight,
+            abort.clone(),
+        );
+        let (routes, mapping) = (routes.clone(), Arc::clone(&self.mapping));
+        let mapper: Mapper =
+            Arc::new(move |message| intake::action_for(&routes, &mapping, message));
+        let worker = Worker {
+            queue: queue.clone(),
+            dispatcher,
+            mapper,
+            in_flight,
+            wake: Arc::clone(wake),
+            abort,
+        };
+        tokio::spawn(worker.run(shutdown.clone(), self.shutdown_timeout))
+    }
+}
+
+/// Lets in-flight messages finish until the deadline; the rest stay unacknowledged and
+/// come back from the broker.
+async fn drain(dispatcher: &Dispatcher<MqttSettler>, abort: &CancellationToken, timeout: Duration) {
+    let in_flight = dispatcher.in_flight();
+    if in_flight > 0 {
+        tracing::info!(in_flight, timeout = ?timeout, "mqtt source stopping: finishing in-flight messages");
+    }
+    if tokio::time::timeout(timeout, dispatcher.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = dispatcher.in_flight(),
+            "--shutdown_timeout passed: the remaining messages stay unacknowledged and the broker delivers them again"
+        );
+        abort.cancel();
+        let _ = tokio::time::timeout(ABORT_GRACE, dispatcher.drained()).await;
+    }
+}

@@ -1,0 +1,180 @@
+//! Test equipment for the MQTT source: agents with the MQTT flags, a QoS 1 publisher that
+//! waits for the broker's acknowledgements, the `ilagent queue` command, and readers for
+//! what the stand-in received.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use ilert_standin::StandIn;
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use serde_json::{Value, json};
+
+use crate::common::{Agent, unique};
+
+/// Generous: CI machines are slow; tests wait for conditions, never for time.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// The flags every MQTT test agent gets (plus its own topics and options).
+pub fn agent_args(port: u16, client_id: &str, db: &Path) -> Vec<String> {
+    [
+        "-f",
+        &db.display().to_string(),
+        "daemon",
+        "-vv",
+        "-m",
+        "127.0.0.1",
+        "-q",
+        &port.to_string(),
+        "-n",
+        client_id,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Starts the agent against `stand_in` with extra environment variables.
+pub fn start_agent(stand_in: &StandIn, args: &[String], env: &[(&str, &str)]) -> Agent {
+    let url = stand_in.url();
+    let mut envs: Vec<(&str, &str)> = vec![
+        ("ILERT_API_URL", url.as_str()),
+        ("ILAGENT_ILERT_BEAT_URL", url.as_str()),
+    ];
+    envs.extend_from_slice(env);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Agent::start(&args, &envs)
+}
+
+/// Waits until the agent's log contains `needle` `count` times.
+pub async fn wait_for_log(agent: &Agent, needle: &str, count: usize) -> bool {
+    crate::common::eventually(WAIT, || agent.full_log().matches(needle).count() >= count).await
+}
+
+/// Waits until the agent has subscribed (the broker confirmed every filter).
+pub async fn wait_subscribed(agent: &Agent) {
+    assert!(
+        wait_for_log(agent, "mqtt subscribed", 1).await,
+        "the agent did not subscribe; log:\n{}",
+        agent.log()
+    );
+}
+
+/// Publishes every message with QoS 1 and returns once the broker acknowledged them all.
+pub async fn publish(port: u16, messages: &[(String, Vec<u8>)]) {
+    let mut options = MqttOptions::new(unique("publisher"), "127.0.0.1", port);
+    options.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, messages.len().max(1) + 10);
+    let sender = tokio::spawn({
+        let client = client.clone();
+        let messages = messages.to_vec();
+        async move {
+            for (topic, payload) in messages {
+                client
+                    .publish(topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let mut acked = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while acked < messages.len() {
+        let event = tokio::time::timeout_at(deadline, eventloop.poll())
+            .await
+            .expect("the broker did not acknowledge every publish in time")
+            .expect("publisher connection failed");
+        if let Event::Incoming(Packet::PubAck(_)) = event {
+            acked += 1;
+        }
+    }
+    sender.await.unwrap();
+    client.disconnect().await.unwrap();
+    // Let the DISCONNECT go out.
+    while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await {
+        if event == Event::Outgoing(Outgoing::Disconnect) {
+            break;
+        }
+    }
+}
+
+/// An event whose order is visible: `seq` counts up per alert key `key`.
+pub fn keyed_event(integration_key: &str, key: usize, seq: usize) -> Vec<u8> {
+    json!({"integrationKey": integration_key, "eventType": "ALERT", "summary": format!("seq {seq}"),
+           "alertKey": format!("key-{key}"), "customDetails": {"seq": seq, "key": key}})
+    .to_string()
+    .into_bytes()
+}
+
+/// `seq`s per key as they arrived (duplicates included).
+pub fn seqs_by_key(events: &[Value]) -> HashMap<u64, Vec<u64>> {
+    let mut by_key: HashMap<u64, Vec<u64>> = HashMap::new();
+    for event in events {
+        let (Some(key), Some(seq)) = (
+            event["customDetails"]["key"].as_u64(),
+            event["customDetails"]["seq"].as_u64(),
+        ) else {
+            continue;
+        };
+        by_key.entry(key).or_default().push(seq);
+    }
+    by_key
+}
+
+/// Duplicates (at least once) dropped, keeping each first arrival.
+pub fn first_arrivals(seqs: &[u64]) -> Vec<u64> {
+    let mut seen = std::collections::HashSet::new();
+    seqs.iter().copied().filter(|s| seen.insert(*s)).collect()
+}
+
+/// Asserts every key got `0..per_key`, first arrivals in order.
+pub fn assert_all_in_order(events: &[Value], keys: usize, per_key: usize, log: &str) {
+    let by_key = seqs_by_key(events);
+    for key in 0..keys as u64 {
+        let seqs = by_key.get(&key).cloned().unwrap_or_default();
+        assert_eq!(
+            first_arrivals(&seqs),
+            (0..per_key as u64).collect::<Vec<_>>(),
+            "key-{key} incomplete or out of order: {seqs:?}\nagent log:\n{log}"
+        );
+    }
+}
+
+/// Runs `ilagent -f DB queue ARGS`; returns the exit code and stdout.
+pub async fn queue_command(db: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ilagent"))
+        .arg("-f")
+        .arg(db)
+        .arg("queue")
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// One number from `ilagent queue status` (`queued`, `retrying`, `dead_letters`).
+pub async fn queue_stat(db: &Path, name: &str) -> u64 {
+    let (_, out) = queue_command(db, &["status"]).await;
+    out.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until `ilagent queue status` reports `name` satisfying `holds`.
+pub async fn wait_for_stat(db: &Path, name: &str, holds: impl Fn(u64) -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if holds(queue_stat(db, name).await) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
