@@ -211,6 +211,11 @@ pub struct DaemonArgs {
     )]
     pub ilert_api_key: Option<String>,
 
+    /// How long user and policy lookups are reused, to stay inside the API key's
+    /// 120 requests a minute (0 = look up every time).
+    #[arg(long, env = "ILAGENT_POLICY_CACHE_TTL", value_parser = parse_duration, default_value = "60s", help_heading = "Escalation policies")]
+    pub policy_cache_ttl: Duration,
+
     // ---- delivery ----
     /// Path events are posted to, with `{key}` for the integration key
     /// (default: /api/v1/events/kafka/{key} for Kafka, /api/v1/events/mqtt/{key} for MQTT).

@@ -38,6 +38,7 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
         Err(error) => return Exit::Failed(error.to_string()),
     };
     let deliverer = Deliverer::new(client, config.budgets, config.retry, config.api_key.clone());
+    deliverer.set_policy_cache_ttl(config.policy_cache_ttl);
 
     let shutdown = CancellationToken::new();
     crate::shutdown::cancel_on_signal(shutdown.clone());

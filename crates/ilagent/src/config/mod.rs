@@ -105,6 +105,8 @@ pub struct DaemonConfig {
     pub budgets: Budgets,
     pub mapping: MappingConfig,
     pub api_key: Option<Secret>,
+    /// How long escalation-policy lookups are reused.
+    pub policy_cache_ttl: Duration,
     pub db_file: PathBuf,
     pub heartbeat: Option<AgentHeartbeat>,
     pub http_port: Option<u16>,
@@ -183,6 +185,7 @@ impl DaemonConfig {
             budgets,
             mapping: mapping_config(args)?,
             api_key,
+            policy_cache_ttl: args.policy_cache_ttl,
             db_file: global.file.clone(),
             heartbeat,
             http_port: args.port,

@@ -59,7 +59,11 @@ struct Shared {
     client: IlertClient,
     limiter: RateLimiter,
     api_key: Option<Secret>,
+    lookups: policy_update::LookupCache,
 }
+
+/// How long user and policy lookups are reused unless configured otherwise.
+pub const DEFAULT_POLICY_CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// Delivers actions. Cheap to clone: clones share the client and the rate limiter (so
 /// every key has one budget, whoever sends); each may post events to its own path
@@ -83,6 +87,7 @@ impl Deliverer {
                 client,
                 limiter: RateLimiter::new(budgets),
                 api_key,
+                lookups: policy_update::LookupCache::new(DEFAULT_POLICY_CACHE_TTL),
             }),
             policy,
             event_path: EventPath::Generic,
@@ -96,6 +101,12 @@ impl Deliverer {
             policy: self.policy,
             event_path: path,
         }
+    }
+
+    /// How long escalation-policy lookups are reused (`Duration::ZERO`: never). Applies to
+    /// every clone.
+    pub fn set_policy_cache_ttl(&self, ttl: Duration) {
+        self.shared.lookups.set_ttl(ttl);
     }
 
     /// The same deliverer (same client, same rate budgets) retrying by `policy`.
@@ -231,7 +242,14 @@ impl Deliverer {
             }
             Action::PolicyUpdate(update) => match &shared.api_key {
                 Some(api_key) => {
-                    policy_update::attempt(&shared.client, &shared.limiter, api_key, update).await
+                    policy_update::attempt(
+                        &shared.client,
+                        &shared.limiter,
+                        &shared.lookups,
+                        api_key,
+                        update,
+                    )
+                    .await
                 }
                 None => Verdict::Permanent {
                     status: None,
