@@ -5,20 +5,24 @@
 //! Every message takes the same path, whatever its source:
 //!
 //! ```text
-//! source  -> Message { payload, metadata }           message.rs, sources (later issues)
+//! source  -> Message { payload, metadata }           message.rs, sources/ (kafka, mqtt, http)
 //! route   -> which kind of topic it came from         mapping::MessageKind
 //! map     -> Action: Event | Heartbeat | PolicyUpdate | Skip | Invalid     mapping/
 //! deliver -> Outcome: Delivered | Skipped | Rejected | Interrupted         delivery/, ilert/
-//! settle  -> the source's own acknowledgement         sources (later issues)
+//! settle  -> the source's own acknowledgement         sources/ (commit, PUBACK, 202 after the
+//!            SQLite commit), queue/ (rows deleted, rescheduled or dead-lettered)
 //! ```
 //!
 //! - [`mapping`] is pure: bytes and configuration in, an [`action::Action`] out.
 //! - [`delivery`] owns retries, backoff, `Retry-After` and per-key rate limits; it talks
 //!   to ilert through [`ilert`], which only makes requests and classifies answers.
-//! - [`queue`] keeps messages in SQLite until ilert has them (MQTT with `--mqtt_buffer`)
-//!   and holds the dead letters; `ilagent queue` inspects and requeues them.
+//! - [`queue`] keeps messages in SQLite until ilert has them (MQTT with `--mqtt_buffer`,
+//!   the HTTP proxy) and holds the dead letters; `ilagent queue` inspects and requeues them.
+//! - [`observe`] is what operators see: log lines and metrics (one function per happening),
+//!   readiness of every component, and the `/health`, `/ready`, `/metrics` endpoints.
 //! - [`cli`] and [`config`] turn flags and environment variables into a validated
-//!   configuration; [`commands`] runs each subcommand.
+//!   configuration; [`commands`] runs each subcommand; the daemon runs every task under one
+//!   supervisor and one shutdown token ([`shutdown`]).
 
 pub mod action;
 pub mod cli;

@@ -1,11 +1,12 @@
 //! Flags of `ilagent daemon`: which sources to run, how to map their messages, how to
 //! deliver them.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::Args;
 
-use super::{DeliveryArgs, KafkaArgs, MqttArgs, parse_duration};
+use super::{DeliveryArgs, KafkaArgs, MqttArgs, parse_duration, parse_size};
 
 #[derive(Debug, Args)]
 #[command(rename_all = "snake_case")]
@@ -14,6 +15,32 @@ pub struct DaemonArgs {
     /// Start the local HTTP proxy on this port.
     #[arg(short = 'p', long, env = "ILAGENT_PORT", help_heading = "Sources")]
     pub port: Option<u16>,
+
+    /// Address the HTTP proxy listens on (`127.0.0.1` keeps it to this machine).
+    #[arg(
+        long,
+        env = "ILAGENT_HTTP_BIND",
+        default_value = "0.0.0.0",
+        help_heading = "HTTP proxy"
+    )]
+    pub http_bind: IpAddr,
+
+    /// Require `Authorization: Bearer <token>` on /api/* (probes and metrics stay open).
+    #[arg(
+        long,
+        env = "ILAGENT_HTTP_TOKEN",
+        hide_env_values = true,
+        help_heading = "HTTP proxy"
+    )]
+    pub http_token: Option<String>,
+
+    /// Largest request body the proxy accepts (bytes, KiB, MiB); larger ones get 413.
+    #[arg(long, env = "ILAGENT_HTTP_MAX_BODY", value_parser = parse_size, default_value = "1MiB", help_heading = "HTTP proxy")]
+    pub http_max_body: usize,
+
+    /// Serve /health, /ready and /metrics on this port (they are also on -p's port).
+    #[arg(long, env = "ILAGENT_METRICS_PORT", help_heading = "HTTP proxy")]
+    pub metrics_port: Option<u16>,
 
     /// Ping this heartbeat key regularly while the agent is healthy.
     #[arg(

@@ -15,6 +15,7 @@ use crate::delivery::{Backoff, Budget, Budgets, RetryPolicy};
 use crate::ilert::{ClientSettings, EventPath};
 use crate::mapping::{FieldPath, Filter, MappingConfig, PolicyMapping};
 use crate::secret::Secret;
+use crate::sources::http::HttpConfig;
 
 mod kafka;
 mod mqtt;
@@ -109,7 +110,10 @@ pub struct DaemonConfig {
     pub policy_cache_ttl: Duration,
     pub db_file: PathBuf,
     pub heartbeat: Option<AgentHeartbeat>,
-    pub http_port: Option<u16>,
+    /// The HTTP proxy (`-p`).
+    pub http: Option<HttpConfig>,
+    /// `--metrics_port`: probes and metrics on a port of their own.
+    pub metrics_port: Option<u16>,
     pub kafka: Option<KafkaConfig>,
     pub mqtt: Option<MqttConfig>,
     pub topics: Topics,
@@ -178,6 +182,17 @@ impl DaemonConfig {
                 "-p/--port 0 is not a port: give the port to listen on, e.g. -p 8977",
             ));
         }
+        let http = http_config(args)?;
+        if args.metrics_port == Some(0) {
+            return Err(UsageError::new(
+                "--metrics_port 0 is not a port: give the port to serve /health, /ready and /metrics on, e.g. --metrics_port 9977",
+            ));
+        }
+        if args.metrics_port.is_some() && args.metrics_port == args.port {
+            return Err(UsageError::new(
+                "--metrics_port is the same as -p/--port: the proxy's port already serves /health, /ready and /metrics; drop --metrics_port or give another port",
+            ));
+        }
 
         Ok(DaemonConfig {
             client,
@@ -188,7 +203,8 @@ impl DaemonConfig {
             policy_cache_ttl: args.policy_cache_ttl,
             db_file: global.file.clone(),
             heartbeat,
-            http_port: args.port,
+            http,
+            metrics_port: args.metrics_port,
             kafka,
             mqtt,
             topics,
@@ -252,6 +268,29 @@ fn mapping_config(args: &DaemonArgs) -> Result<MappingConfig, UsageError> {
             shift_offset: args.shift_offset,
         },
     })
+}
+
+fn http_config(args: &DaemonArgs) -> Result<Option<HttpConfig>, UsageError> {
+    let token = secret(args.http_token.as_deref());
+    let Some(port) = args.port else {
+        if token.is_some() {
+            return Err(UsageError::new(
+                "--http_token protects the HTTP proxy, which is not enabled: add -p/--port, or drop --http_token",
+            ));
+        }
+        return Ok(None);
+    };
+    if args.http_max_body == 0 {
+        return Err(UsageError::new(
+            "--http_max_body must be larger than 0: ilert events need room, e.g. --http_max_body 1MiB",
+        ));
+    }
+    Ok(Some(HttpConfig {
+        bind: args.http_bind,
+        port,
+        token,
+        max_body: args.http_max_body,
+    }))
 }
 
 fn agent_heartbeat(args: &DaemonArgs) -> Result<Option<AgentHeartbeat>, UsageError> {

@@ -180,6 +180,9 @@ impl Deliverer {
                 };
             }
             let wait = self.wait_after(attempts, status, retry_after);
+            if retry_after.is_some() {
+                crate::observe::events::retry_after_waiting(wait);
+            }
             if let Some(deadline) = ctx.deadline
                 && Instant::now() + wait > deadline
             {

@@ -28,6 +28,17 @@ pub enum KeyClass {
     Api,
 }
 
+impl KeyClass {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyClass::Integration => "integration",
+            KeyClass::Heartbeat => "heartbeat",
+            KeyClass::Api => "api",
+        }
+    }
+}
+
 /// At most `limit` requests in any `window`; a limit of 0 turns the budget off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Budget {
@@ -107,7 +118,9 @@ impl RateLimiter {
         if slot > now {
             tokio::time::sleep_until(slot).await;
         }
-        slot.saturating_duration_since(now)
+        let waited = slot.saturating_duration_since(now);
+        crate::observe::events::rate_limit_waited(class.as_str(), waited);
+        waited
     }
 
     /// Books the next free slot for `key` at or after `now`.

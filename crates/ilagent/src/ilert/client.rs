@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::classify::{Verdict, classify_response, classify_transport_error};
 use super::event::Event;
+use crate::observe::events;
 use crate::secret::Secret;
 
 /// The most of a response body the agent reads: enough for any ilert error message.
@@ -205,10 +206,15 @@ impl IlertClient {
     }
 
     async fn execute(&self, request: reqwest::RequestBuilder) -> (Verdict, Vec<u8>) {
+        let _in_flight = events::ilert_request_started();
         let mut response = match request.send().await {
             Ok(response) => response,
-            Err(error) => return (classify_transport_error(error), Vec::new()),
+            Err(error) => {
+                events::ilert_response(None);
+                return (classify_transport_error(error), Vec::new());
+            }
         };
+        events::ilert_response(Some(response.status().as_u16()));
         let mut body = Vec::new();
         loop {
             match response.chunk().await {

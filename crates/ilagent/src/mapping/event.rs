@@ -25,6 +25,11 @@ pub(super) fn build(
 
     event.summary = text_field(object, &config.summary_field)?;
     if event_type == EventType::Alert && event.summary.as_deref().is_none_or(str::is_empty) {
+        // ilert requires a summary for ALERT; the HTTP proxy takes ilert's schema as it is
+        // and says so, while broker messages get one naming their topic.
+        if meta.source == SourceKind::Http {
+            return Err("field `summary` is required for ALERT events".into());
+        }
         event.summary = Some(format!("New alert from {}", meta.topic));
     }
     event.details = text_field(object, &FieldPath::new("details"))?;

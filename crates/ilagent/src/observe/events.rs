@@ -1,7 +1,11 @@
 //! One function per happening (see the module above); names of metrics are constants here.
 
+use std::time::{Duration, SystemTime};
+
+use super::health::{self, registry};
 use crate::action::{Outcome, RejectKind};
 use crate::message::{Metadata, SourceKind};
+use crate::queue::Stats;
 
 pub const MESSAGES_RECEIVED: &str = "ilagent_messages_received_total";
 pub const MESSAGES_SETTLED: &str = "ilagent_messages_total";
@@ -17,6 +21,19 @@ pub const MQTT_TLS_RELOADS: &str = "ilagent_mqtt_tls_reloads_total";
 pub const QUEUE_WRITES: &str = "ilagent_queue_writes_total";
 pub const QUEUE_RETRIES: &str = "ilagent_queue_retries_total";
 pub const QUEUE_ERRORS: &str = "ilagent_queue_errors_total";
+pub const QUEUE_DEPTH: &str = "ilagent_queue_depth";
+pub const QUEUE_RETRYING: &str = "ilagent_queue_retrying";
+pub const DEAD_LETTERS: &str = "ilagent_dead_letters";
+pub const DELIVERY_LATENCY: &str = "ilagent_delivery_latency_seconds";
+pub const END_TO_END_AGE: &str = "ilagent_end_to_end_age_seconds";
+pub const ILERT_IN_FLIGHT: &str = "ilagent_ilert_requests_in_flight";
+pub const ILERT_RESPONSES: &str = "ilagent_ilert_responses_total";
+pub const RATE_LIMIT_WAIT: &str = "ilagent_rate_limit_wait_seconds";
+pub const RETRY_AFTER_WAIT: &str = "ilagent_retry_after_wait_seconds";
+pub const KAFKA_LAG: &str = "ilagent_kafka_consumer_lag";
+pub const COMPONENT_READY: &str = "ilagent_component_ready";
+pub const HTTP_REQUESTS: &str = "ilagent_http_requests_total";
+pub const AGENT_HEARTBEATS: &str = "ilagent_agent_heartbeats_total";
 
 /// A message arrived from a source.
 pub fn received(meta: &Metadata) {
@@ -39,6 +56,16 @@ pub fn settled(meta: &Metadata, outcome: &Outcome, disposition: Disposition) {
     };
     metrics::counter!(MESSAGES_SETTLED, "source" => meta.source.as_str(), "outcome" => label)
         .increment(1);
+    if let Outcome::Delivered { .. } = outcome {
+        let now = SystemTime::now();
+        let since = |at: SystemTime| now.duration_since(at).unwrap_or_default().as_secs_f64();
+        metrics::histogram!(DELIVERY_LATENCY, "source" => meta.source.as_str())
+            .record(since(meta.received_at));
+        if let Some(stamped) = meta.timestamp {
+            metrics::histogram!(END_TO_END_AGE, "source" => meta.source.as_str())
+                .record(since(stamped));
+        }
+    }
     match outcome {
         Outcome::Delivered {
             attempts,
@@ -122,6 +149,7 @@ pub fn kafka_rebalance(kind: &'static str, partitions: &str) {
 /// A source-level error (broker unreachable, fetch failed); the source keeps going.
 pub fn source_error(source: SourceKind, error: &dyn std::fmt::Display) {
     metrics::counter!(SOURCE_ERRORS, "source" => source.as_str()).increment(1);
+    registry().error(component_of(source), error);
     tracing::warn!(source = source.as_str(), %error, "source error; retrying");
 }
 
@@ -129,6 +157,12 @@ pub fn source_error(source: SourceKind, error: &dyn std::fmt::Display) {
 pub fn mqtt_connected(broker: &str, session_present: bool) {
     metrics::gauge!(MQTT_CONNECTED).set(1.0);
     metrics::counter!(MQTT_CONNECTS).increment(1);
+    // A kept session keeps the subscriptions, and the agent does not subscribe again.
+    if session_present && MQTT_SUBSCRIBED_ONCE.load(std::sync::atomic::Ordering::Acquire) {
+        registry().set(health::MQTT, true, "subscribed");
+    } else {
+        registry().set(health::MQTT, false, "connected, subscribing");
+    }
     tracing::info!(
         broker,
         session_present,
@@ -143,11 +177,15 @@ pub fn mqtt_connected(broker: &str, session_present: bool) {
 
 /// The broker confirmed every subscription.
 pub fn mqtt_subscribed(filters: &[String], qos: u8) {
+    MQTT_SUBSCRIBED_ONCE.store(true, std::sync::atomic::Ordering::Release);
+    registry().set(health::MQTT, true, "subscribed");
     tracing::info!(filters = %filters.join(","), qos, "mqtt subscribed");
 }
 
 pub fn mqtt_subscription_refused(reason: &str) {
     metrics::counter!(SOURCE_ERRORS, "source" => "mqtt").increment(1);
+    registry().error(health::MQTT, &format!("subscription refused: {reason}"));
+    registry().set(health::MQTT, false, "subscription refused");
     tracing::error!(%reason, "the MQTT broker refused a subscription: check the topic filter and the broker's ACL");
 }
 
@@ -156,6 +194,8 @@ pub fn mqtt_subscription_refused(reason: &str) {
 pub fn mqtt_connection_failed(kind: &'static str, message: &str, retry_in: std::time::Duration) {
     metrics::gauge!(MQTT_CONNECTED).set(0.0);
     metrics::counter!(MQTT_CONNECTION_FAILURES, "kind" => kind).increment(1);
+    registry().error(health::MQTT, &message);
+    registry().set(health::MQTT, false, "disconnected");
     if kind == "login_refused" || kind == "tls" {
         tracing::error!(kind, retry_in = ?retry_in, "{message}; retrying");
     } else {
@@ -213,5 +253,125 @@ pub fn queue_retry_scheduled(
 /// The SQLite queue failed; the caller retries.
 pub fn queue_error(error: &dyn std::fmt::Display) {
     metrics::counter!(QUEUE_ERRORS).increment(1);
+    registry().error(health::QUEUE, error);
     tracing::warn!(%error, "SQLite queue error; retrying");
+}
+
+/// Set once the MQTT broker confirmed the subscriptions in this process.
+static MQTT_SUBSCRIBED_ONCE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+fn component_of(source: SourceKind) -> &'static str {
+    match source {
+        SourceKind::Kafka => health::KAFKA,
+        SourceKind::Mqtt => health::MQTT,
+        SourceKind::Http | SourceKind::Cli => health::HTTP,
+    }
+}
+
+/// A component became ready or stopped being ready (see [`super::health`]).
+pub fn component_readiness(name: &'static str, ready: bool, state: &str, error: Option<&str>) {
+    metrics::gauge!(COMPONENT_READY, "component" => name).set(if ready { 1.0 } else { 0.0 });
+    if ready {
+        tracing::info!(component = name, state, "ready");
+    } else if state != "starting" {
+        tracing::warn!(
+            component = name,
+            state,
+            error = error.unwrap_or("-"),
+            "not ready"
+        );
+    }
+}
+
+/// The queue's rows, counted by the readiness probe.
+pub fn queue_depth(stats: &Stats) {
+    let gauge = |n: u64| n as f64;
+    metrics::gauge!(QUEUE_DEPTH).set(gauge(stats.queued));
+    metrics::gauge!(QUEUE_RETRYING).set(gauge(stats.retrying));
+    metrics::gauge!(DEAD_LETTERS).set(gauge(stats.dead_letters));
+}
+
+/// A request to ilert is under way until the guard is dropped.
+pub fn ilert_request_started() -> InFlight {
+    metrics::gauge!(ILERT_IN_FLIGHT).increment(1.0);
+    InFlight
+}
+
+/// Counts one request to ilert in [`ILERT_IN_FLIGHT`] while it lives.
+pub struct InFlight;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(ILERT_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// ilert answered with `status`, or (`None`) could not be reached.
+pub fn ilert_response(status: Option<u16>) {
+    let class = match status {
+        Some(200..=299) => "2xx",
+        Some(300..=399) => "3xx",
+        Some(400..=499) => "4xx",
+        Some(500..=599) => "5xx",
+        Some(_) => "other",
+        None => "network",
+    };
+    metrics::counter!(ILERT_RESPONSES, "class" => class).increment(1);
+}
+
+/// A request waited for room in its key's rate-limit budget.
+pub fn rate_limit_waited(class: &'static str, waited: Duration) {
+    if !waited.is_zero() {
+        metrics::histogram!(RATE_LIMIT_WAIT, "class" => class).record(waited.as_secs_f64());
+    }
+}
+
+/// A retry waits as long as ilert's `Retry-After` asked.
+pub fn retry_after_waiting(wait: Duration) {
+    metrics::histogram!(RETRY_AFTER_WAIT).record(wait.as_secs_f64());
+}
+
+/// Kafka consumer lag of one partition, from librdkafka's statistics.
+pub fn kafka_lag(topic: &str, partition: i32, lag: i64) {
+    metrics::gauge!(KAFKA_LAG, "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(lag as f64);
+}
+
+/// The HTTP proxy answered a request on `route` (a fixed route name, never the key).
+pub fn http_request(route: &'static str, status: u16) {
+    metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
+}
+
+/// The HTTP proxy refused an event; nothing was stored.
+pub fn http_event_refused(path: &str, status: u16, reason: &str) {
+    tracing::info!(location = %format!("http {path}"), status, %reason, "event refused, nothing stored");
+}
+
+/// The HTTP proxy committed an event to the queue and answered 202.
+pub fn http_event_queued(meta: &Metadata) {
+    tracing::debug!(location = %meta, "event queued");
+}
+
+/// A heartbeat ping forwarded through the proxy, with ilert's answer (or why none).
+pub fn http_heartbeat_forwarded(key: &crate::secret::Secret, status: u16, reason: Option<&str>) {
+    if let Some(reason) = reason {
+        tracing::warn!(%key, status, %reason, "heartbeat ping forwarded: ilert did not accept it");
+    } else {
+        tracing::debug!(%key, status, "heartbeat ping forwarded");
+    }
+}
+
+/// The agent's own heartbeat (`-b`): `pinged`, `failed`, or `skipped` while not healthy.
+pub fn agent_heartbeat(result: &'static str, detail: &str) {
+    metrics::counter!(AGENT_HEARTBEATS, "result" => result).increment(1);
+    match result {
+        "pinged" => tracing::debug!("agent heartbeat pinged"),
+        "skipped" => tracing::warn!(
+            unready = detail,
+            "agent heartbeat not pinged: the agent is not healthy"
+        ),
+        "resumed" => tracing::info!("agent healthy again: agent heartbeat pings resume"),
+        _ => tracing::warn!(outcome = detail, "agent heartbeat ping failed"),
+    }
 }

@@ -1,8 +1,17 @@
 //! What the agent tells operators: log lines and metrics, one place per happening.
 //!
-//! Each function here is one thing that happens to a message or a connection; it writes
-//! the log line and bumps the counter with the same labels, so logs and metrics never
-//! disagree and metric names live in one file. Sources call these, never `tracing` or
-//! `metrics` directly, for anything an operator would count.
+//! Each function in [`events`] is one thing that happens to a message or a connection; it
+//! writes the log line and bumps the counter with the same labels, so logs and metrics
+//! never disagree and metric names live in one file. Sources call these, never `tracing`
+//! or `metrics` directly, for anything an operator would count.
+//!
+//! - [`health`] keeps each component's readiness, for `/ready` and the agent's heartbeat.
+//! - [`prometheus`] installs the recorder behind the `metrics` facade and renders it.
+//! - [`kafka_stats`] turns librdkafka's statistics into readiness and consumer lag.
+//! - [`endpoints`] serves `/`, `/health`, `/ready` and `/metrics`.
 
+pub mod endpoints;
 pub mod events;
+pub mod health;
+pub mod kafka_stats;
+pub mod prometheus;

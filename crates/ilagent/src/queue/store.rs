@@ -16,6 +16,7 @@ use super::record::{
     source_from_str,
 };
 use super::schema;
+use crate::message::SourceKind;
 
 pub struct Store {
     connection: Connection,
@@ -83,9 +84,12 @@ impl Store {
     }
 
     /// Up to `limit` rows that are due at `now_ms` and are the oldest of their order key,
-    /// in id order, leaving out `exclude` (rows already being delivered).
+    /// in id order, leaving out `exclude` (rows already being delivered). With `source`, only
+    /// that source's rows: each source's worker hands out its own rows, while the head of a
+    /// key is still the oldest row of the key from any source, so order holds across them.
     pub fn fetch_heads(
         &self,
+        source: Option<SourceKind>,
         now_ms: i64,
         limit: usize,
         exclude: &[i64],
@@ -97,6 +101,7 @@ impl Store {
                 "SELECT {QUEUED_COLUMNS} FROM queue AS q
                  WHERE q.next_attempt_at <= ?1
                    AND q.id NOT IN (SELECT value FROM json_each(?3))
+                   AND (?4 IS NULL OR q.source = ?4)
                    AND (q.order_key IS NULL
                         OR q.id = (SELECT MIN(p.id) FROM queue AS p WHERE p.order_key = q.order_key))
                  ORDER BY q.id
@@ -105,7 +110,12 @@ impl Store {
             .map_err(sql("prepare fetch"))?;
         let rows = statement
             .query_map(
-                params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX), exclude],
+                params![
+                    now_ms,
+                    i64::try_from(limit).unwrap_or(i64::MAX),
+                    exclude,
+                    source.map(SourceKind::as_str)
+                ],
                 queued_row,
             )
             .map_err(sql("fetch"))?;
@@ -116,6 +126,7 @@ impl Store {
     /// successor is found through the index instead of a scan of the whole queue.
     pub fn fetch_heads_of(
         &self,
+        source: Option<SourceKind>,
         now_ms: i64,
         keys: &[String],
         exclude: &[i64],
@@ -130,21 +141,30 @@ impl Store {
                                 FROM json_each(?2) AS k)
                    AND q.next_attempt_at <= ?1
                    AND q.id NOT IN (SELECT value FROM json_each(?3))
+                   AND (?4 IS NULL OR q.source = ?4)
                  ORDER BY q.id"
             ))
             .map_err(sql("prepare fetch"))?;
         let rows = statement
-            .query_map(params![now_ms, keys, exclude], queued_row)
+            .query_map(
+                params![now_ms, keys, exclude, source.map(SourceKind::as_str)],
+                queued_row,
+            )
             .map_err(sql("fetch"))?;
         rows.collect::<Result<_, _>>().map_err(sql("fetch"))
     }
 
-    /// When the earliest waiting retry is due, if any row waits for one.
-    pub fn next_retry_at(&self, now_ms: i64) -> Result<Option<i64>, QueueError> {
+    /// When the earliest waiting retry (of `source`'s rows, or all) is due, if any.
+    pub fn next_retry_at(
+        &self,
+        source: Option<SourceKind>,
+        now_ms: i64,
+    ) -> Result<Option<i64>, QueueError> {
         self.connection
             .query_row(
-                "SELECT MIN(next_attempt_at) FROM queue WHERE next_attempt_at > ?1",
-                [now_ms],
+                "SELECT MIN(next_attempt_at) FROM queue
+                 WHERE next_attempt_at > ?1 AND (?2 IS NULL OR source = ?2)",
+                params![now_ms, source.map(SourceKind::as_str)],
                 |row| row.get(0),
             )
             .map_err(sql("find the next retry"))
@@ -227,6 +247,15 @@ impl Store {
             )
             .map_err(sql("write the dead letter"))?;
         Ok(self.connection.last_insert_rowid())
+    }
+
+    /// Readiness: takes the write lock and lets it go (a file that cannot be written, or
+    /// that another process keeps locked, fails here), then counts the rows.
+    pub fn probe(&mut self) -> Result<Stats, QueueError> {
+        self.connection
+            .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+            .map_err(sql("take the write lock"))?;
+        self.stats()
     }
 
     pub fn stats(&self) -> Result<Stats, QueueError> {
@@ -391,143 +420,4 @@ fn sql(what: &'static str) -> impl Fn(rusqlite::Error) -> QueueError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::message::SourceKind;
-
-    fn row(key: Option<&str>, payload: &str) -> NewRow {
-        NewRow {
-            source: SourceKind::Mqtt,
-            topic: "t".into(),
-            payload: payload.as_bytes().to_vec(),
-            meta: StoredMeta::default(),
-            order_key: key.map(str::to_string),
-            created_at_ms: 1,
-        }
-    }
-
-    fn payloads(rows: &[QueuedRow]) -> Vec<String> {
-        rows.iter()
-            .map(|r| String::from_utf8(r.payload.clone()).unwrap())
-            .collect()
-    }
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("q.db3")).unwrap();
-        (dir, store)
-    }
-
-    #[test]
-    fn only_the_oldest_row_of_a_key_is_handed_out() {
-        let (_dir, mut store) = store();
-        store
-            .insert(&[
-                row(Some("a"), "a1"),
-                row(Some("b"), "b1"),
-                row(Some("a"), "a2"),
-                row(None, "n1"),
-                row(None, "n2"),
-            ])
-            .unwrap();
-        let heads = store.fetch_heads(now_ms(), 10, &[]).unwrap();
-        assert_eq!(payloads(&heads), ["a1", "b1", "n1", "n2"]);
-        // a1 is being delivered: a2 still waits behind it.
-        let others = store.fetch_heads(now_ms(), 10, &[heads[0].id]).unwrap();
-        assert_eq!(payloads(&others), ["b1", "n1", "n2"]);
-        store.delete(heads[0].id).unwrap();
-        let next = store.fetch_heads(now_ms(), 10, &[]).unwrap();
-        assert_eq!(payloads(&next), ["b1", "a2", "n1", "n2"]);
-        // The same answer through the index, for the keys that just moved on.
-        let keys = vec!["a".to_string(), "gone".to_string()];
-        assert_eq!(
-            payloads(&store.fetch_heads_of(now_ms(), &keys, &[]).unwrap()),
-            ["a2"]
-        );
-        assert!(
-            store
-                .fetch_heads_of(now_ms(), &keys, &[next[1].id])
-                .unwrap()
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn a_row_waiting_for_its_retry_holds_back_its_key_only() {
-        let (_dir, mut store) = store();
-        let ids = store
-            .insert(&[
-                row(Some("a"), "a1"),
-                row(Some("a"), "a2"),
-                row(Some("b"), "b1"),
-            ])
-            .unwrap();
-        let later = now_ms() + 60_000;
-        store.schedule_retry(ids[0], 3, later, "503").unwrap();
-        assert_eq!(
-            payloads(&store.fetch_heads(now_ms(), 10, &[]).unwrap()),
-            ["b1"]
-        );
-        assert_eq!(store.next_retry_at(now_ms()).unwrap(), Some(later));
-        let due = store.fetch_heads(later, 10, &[]).unwrap();
-        assert_eq!(payloads(&due), ["a1", "b1"]);
-        assert_eq!(due[0].attempts, 3);
-        assert_eq!(due[0].last_error.as_deref(), Some("503"));
-    }
-
-    #[test]
-    fn dead_letters_keep_their_place_when_requeued_and_can_be_purged() {
-        let (_dir, mut store) = store();
-        let ids = store
-            .insert(&[row(Some("a"), "a1"), row(Some("a"), "a2")])
-            .unwrap();
-        store
-            .dead_letter_queued(ids[0], "exhausted", "gave up", 5)
-            .unwrap();
-        let letters = store.list_dead_letters(10).unwrap();
-        assert_eq!(letters.len(), 1);
-        assert_eq!(
-            (
-                letters[0].queue_id,
-                letters[0].kind.as_str(),
-                letters[0].attempts
-            ),
-            (Some(ids[0]), "exhausted", 5)
-        );
-        assert_eq!(
-            payloads(&store.fetch_heads(now_ms(), 10, &[]).unwrap()),
-            ["a2"]
-        );
-        assert_eq!(store.requeue(&Selection::All).unwrap(), 1);
-        let heads = store.fetch_heads(now_ms(), 10, &[]).unwrap();
-        assert_eq!(payloads(&heads), ["a1"]);
-        assert_eq!(heads[0].attempts, 0);
-        assert_eq!(store.stats().unwrap().dead_letters, 0);
-
-        store
-            .add_dead_letter(&NewDeadLetter {
-                queue_id: None,
-                source: SourceKind::Mqtt,
-                topic: "t".into(),
-                payload: b"x".to_vec(),
-                meta: StoredMeta::default(),
-                order_key: None,
-                kind: "invalid".into(),
-                reason: "not JSON".into(),
-                attempts: 0,
-                created_at_ms: 1,
-            })
-            .unwrap();
-        let id = store.list_dead_letters(10).unwrap()[0].id;
-        assert_eq!(store.purge(&Selection::Ids(vec![id, 999])).unwrap(), 1);
-        assert_eq!(
-            store.stats().unwrap(),
-            Stats {
-                queued: 2,
-                retrying: 0,
-                dead_letters: 0,
-                oldest_queued_at_ms: Some(1)
-            }
-        );
-    }
-}
+mod tests;

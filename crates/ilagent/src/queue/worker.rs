@@ -6,9 +6,14 @@
 //!   settle only the next row of that key is looked up, through the index, so a busy
 //!   queue is not scanned once per delivery;
 //! - while rows are found it looks again at least every 500 ms ("active");
-//! - with nothing due it sleeps until the earliest scheduled retry, at most 10 s ("idle");
+//! - with nothing due it sleeps until the earliest scheduled retry, at most `idle_poll`
+//!   (10 s for the MQTT buffer, 5 s for the HTTP proxy: "idle");
 //! - failing rows wait in the table for their own exponential backoff (up to
 //!   `--backoff_max`, 60 s by default), so one failing key never slows the others.
+//!
+//! Each worker hands out the rows of its own source only (`source`), so the MQTT buffer and
+//! the HTTP proxy can share one file; per-key order still holds across them (see
+//! [`super::store::Store::fetch_heads`]).
 //!
 //! Memory stays bounded: at most the dispatcher's window (messages and bytes) is handed
 //! out, and at most 128 rows are read per query.
@@ -24,10 +29,11 @@ use tokio_util::sync::CancellationToken;
 use super::settle::{QueueSettler, QueueTicket};
 use super::{Queue, now_ms};
 use crate::action::Action;
-use crate::message::Message;
+use crate::message::{Message, SourceKind};
 use crate::observe::events;
 use crate::pipeline::{Dispatcher, Job};
 
+/// The MQTT buffer's idle interval (the HTTP proxy's is 5 s, see `Worker::idle_poll`).
 pub const IDLE_POLL: Duration = Duration::from_secs(10);
 pub const ACTIVE_POLL: Duration = Duration::from_millis(500);
 /// Rows read per query at most: bounds the memory a query can take with large payloads.
@@ -83,6 +89,10 @@ pub struct Worker {
     pub wake: Arc<Wakeup>,
     /// Cancelled by the worker itself when the drain deadline passes.
     pub abort: CancellationToken,
+    /// Whose rows this worker hands out; `None`: every row.
+    pub source: Option<SourceKind>,
+    /// The longest sleep with nothing due.
+    pub idle_poll: Duration,
 }
 
 impl Worker {
@@ -107,7 +117,7 @@ impl Worker {
                     events::queue_error(&error);
                     Duration::from_millis(500)
                         .saturating_mul(1 << failures.min(6))
-                        .min(IDLE_POLL)
+                        .min(self.idle_poll)
                 }
             };
             tokio::select! {
@@ -141,6 +151,7 @@ impl Worker {
             Err(_) => Vec::new(),
         };
         let rescan = self.wake.rescan.swap(false, Ordering::AcqRel);
+        let source = self.source;
         if !rescan && keys.is_empty() {
             return Ok(0);
         }
@@ -148,9 +159,9 @@ impl Worker {
             .queue
             .run(move |store| {
                 if rescan {
-                    store.fetch_heads(now_ms(), room, &exclude)
+                    store.fetch_heads(source, now_ms(), room, &exclude)
                 } else {
-                    store.fetch_heads_of(now_ms(), &keys, &exclude)
+                    store.fetch_heads_of(source, now_ms(), &keys, &exclude)
                 }
             })
             .await;
@@ -195,18 +206,22 @@ impl Worker {
         Ok(handed_out)
     }
 
-    /// How long to sleep with nothing due: until the earliest retry, at most `IDLE_POLL`.
+    /// How long to sleep with nothing due: until the earliest retry, at most `idle_poll`.
     async fn until_next_retry(&self) -> Duration {
-        let now = now_ms();
-        match self.queue.run(move |store| store.next_retry_at(now)).await {
+        let (now, source) = (now_ms(), self.source);
+        match self
+            .queue
+            .run(move |store| store.next_retry_at(source, now))
+            .await
+        {
             Ok(Some(at)) => {
                 let millis = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
-                Duration::from_millis(millis).min(IDLE_POLL)
+                Duration::from_millis(millis).min(self.idle_poll)
             }
-            Ok(None) => IDLE_POLL,
+            Ok(None) => self.idle_poll,
             Err(error) => {
                 events::queue_error(&error);
-                IDLE_POLL
+                self.idle_poll
             }
         }
     }

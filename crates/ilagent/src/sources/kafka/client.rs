@@ -42,7 +42,12 @@ pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
         .set("queued.max.messages.kbytes", "8192")
         // Shorter runs per partition in each fetch, so the agent's buffer holds messages of
         // every partition (and so of more alert keys) instead of a long run of one.
-        .set("max.partition.fetch.bytes", "262144");
+        .set("max.partition.fetch.bytes", "262144")
+        // Readiness and consumer lag (observe::kafka_stats); also the poll loop's pulse.
+        .set(
+            "statistics.interval.ms",
+            crate::observe::kafka_stats::INTERVAL_MS.to_string(),
+        );
     for (key, value) in &config.properties {
         client.set(key, value);
     }

@@ -136,6 +136,10 @@ impl ClientContext for AgentContext {
     fn error(&self, error: KafkaError, reason: &str) {
         events::source_error(SourceKind::Kafka, &format!("{error}: {reason}"));
     }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        crate::observe::kafka_stats::report(statistics);
+    }
 }
 
 impl ConsumerContext for AgentContext {

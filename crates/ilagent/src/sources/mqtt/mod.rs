@@ -23,7 +23,6 @@ pub mod tls;
 mod tls_reload;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,10 +36,11 @@ use crate::config::{MqttConfig, Topics};
 use crate::delivery::Deliverer;
 use crate::ilert::EventPath;
 use crate::mapping::MappingConfig;
+use crate::message::SourceKind;
 use crate::pipeline::Dispatcher;
+use crate::queue::Queue;
 use crate::queue::settle::{QueueSettler, RetrySchedule};
-use crate::queue::worker::{Mapper, Wakeup, Worker};
-use crate::queue::{Queue, QueueError};
+use crate::queue::worker::{IDLE_POLL, Mapper, Wakeup, Worker};
 use crate::sources::route::{Routes, TopicSyntax};
 
 pub use self::connection::reconnect_delay;
@@ -63,8 +63,9 @@ pub struct MqttSource {
     /// `--ilert_event_path`, or the MQTT alert-source path.
     pub event_path: Option<EventPath>,
     pub shutdown_timeout: Duration,
-    /// The SQLite file (`-f`): the buffer and the dead letters.
-    pub db_file: PathBuf,
+    /// The SQLite file (`-f`): the buffer and the dead letters, opened by the daemon (it
+    /// may share the file with the HTTP proxy).
+    pub queue: Queue,
 }
 
 /// A failure that stops the source: the SQLite file or the TLS files cannot be used.
@@ -76,11 +77,7 @@ impl MqttSource {
     /// Consumes until `shutdown`, then drains and disconnects. A broker that is down or
     /// refuses the login is retried, never a reason to stop.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), MqttSourceError> {
-        let db_file = self.db_file.clone();
-        let queue = tokio::task::spawn_blocking(move || Queue::open(&db_file))
-            .await
-            .map_err(|e| MqttSourceError(format!("cannot open the SQLite file: {e}")))?
-            .map_err(|e: QueueError| MqttSourceError(e.to_string()))?;
+        let queue = self.queue.clone();
         let tls = match &self.config.tls {
             Some(files) => Some(files.load().map_err(|e| MqttSourceError(e.to_string()))?),
             None => None,
@@ -233,6 +230,8 @@ impl MqttSource {
             in_flight,
             wake: Arc::clone(wake),
             abort,
+            source: Some(SourceKind::Mqtt),
+            idle_poll: IDLE_POLL,
         };
         tokio::spawn(worker.run(shutdown.clone(), self.shutdown_timeout))
     }

@@ -1,0 +1,209 @@
+//! `ilagent daemon`: validates the whole configuration, then runs what it names until
+//! SIGINT or SIGTERM: the Kafka or MQTT source, the HTTP proxy (`-p`), the operations
+//! endpoints (`-p` or `--metrics_port`) and the agent's own heartbeat (`-b`).
+//!
+//! Start-up order: listeners first (a port in use stops the agent before anything is
+//! consumed), then the SQLite file (opened once, shared by the MQTT buffer and the proxy),
+//! then the tasks, all under one [`supervisor::Supervisor`].
+
+mod heartbeat;
+mod supervisor;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use self::supervisor::Supervisor;
+use super::Exit;
+use crate::cli::{DaemonArgs, GlobalArgs};
+use crate::config::DaemonConfig;
+use crate::delivery::{Deliverer, RetryPolicy};
+use crate::ilert::{EventPath, IlertClient};
+use crate::observe::endpoints::{self, Ops};
+use crate::observe::health::{self, registry};
+use crate::observe::prometheus;
+use crate::queue::Queue;
+use crate::queue::settle::RetrySchedule;
+use crate::sources::http::HttpProxy;
+use crate::sources::kafka::KafkaSource;
+use crate::sources::mqtt::MqttSource;
+
+/// The Kafka consumer reports statistics every 2 s; this long without one means stuck.
+/// (A rebalance may block the poll loop for up to the drain timeout.)
+const KAFKA_STALE_AFTER: Duration = Duration::from_secs(60);
+
+pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
+    let config = match DaemonConfig::from_args(global, args) {
+        Ok(config) => config,
+        Err(error) => return error.into(),
+    };
+    let client = match IlertClient::new(&config.client) {
+        Ok(client) => client,
+        Err(error) => return Exit::Failed(error.to_string()),
+    };
+    let deliverer = Deliverer::new(
+        client.clone(),
+        config.budgets,
+        config.retry,
+        config.api_key.clone(),
+    );
+    // Queued rows get one attempt per hand-out: the row counts the attempts, so a restart
+    // continues the count. Same client and rate budgets as live deliveries.
+    let queue_deliverer = deliverer.with_policy(RetryPolicy {
+        max_attempts: Some(1),
+        ..config.retry
+    });
+    let schedule = RetrySchedule {
+        backoff: config.retry.backoff,
+        max_attempts: config.retry.max_attempts,
+    };
+
+    let shutdown = CancellationToken::new();
+    crate::shutdown::cancel_on_signal(shutdown.clone());
+
+    let proxy_listener = match &config.http {
+        Some(http) => match listen(SocketAddr::new(http.bind, http.port), "-p/--port").await {
+            Ok(listener) => Some(listener),
+            Err(error) => return Exit::Failed(error),
+        },
+        None => None,
+    };
+    let metrics_listener = match config.metrics_port {
+        Some(port) => {
+            match listen(SocketAddr::from(([0, 0, 0, 0], port)), "--metrics_port").await {
+                Ok(listener) => Some(listener),
+                Err(error) => return Exit::Failed(error),
+            }
+        }
+        None => None,
+    };
+    let metrics = if proxy_listener.is_some() || metrics_listener.is_some() {
+        match prometheus::install() {
+            Ok(handle) => Some(handle),
+            Err(error) => {
+                tracing::warn!(%error, "cannot install the metrics recorder: /metrics is off");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let queue = if config.mqtt.is_some() || config.http.is_some() {
+        let path = config.db_file.clone();
+        match tokio::task::spawn_blocking(move || Queue::open(&path)).await {
+            Ok(Ok(queue)) => Some(queue),
+            Ok(Err(error)) => return Exit::Failed(error.to_string()),
+            Err(error) => return Exit::Failed(format!("cannot open the SQLite file: {error}")),
+        }
+    } else {
+        None
+    };
+
+    if config.kafka.is_some() {
+        registry().register(health::KAFKA, Some(KAFKA_STALE_AFTER));
+    }
+    if config.mqtt.is_some() {
+        registry().register(health::MQTT, None);
+    }
+    if queue.is_some() {
+        registry().register(health::QUEUE, None);
+        registry().set(health::QUEUE, true, "writable");
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        proxy = ?proxy_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        metrics = ?metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        "ilagent daemon started"
+    );
+
+    let mut supervisor = Supervisor::new(shutdown.clone());
+    if let Some(kafka) = config.kafka.clone() {
+        let source = KafkaSource {
+            config: kafka,
+            topics: config.topics.clone(),
+            mapping: Arc::new(config.mapping.clone()),
+            deliverer: deliverer.clone(),
+            event_path: config.event_path.clone(),
+            shutdown_timeout: config.shutdown_timeout,
+        };
+        let shutdown = shutdown.clone();
+        supervisor.spawn("kafka source", Some(health::KAFKA), async move {
+            source.run(shutdown).await.map_err(|e| e.to_string())
+        });
+    }
+    if let (Some(mqtt), Some(queue)) = (config.mqtt.clone(), queue.clone()) {
+        let source = MqttSource {
+            config: mqtt,
+            topics: config.topics.clone(),
+            mapping: Arc::new(config.mapping.clone()),
+            deliverer: deliverer.clone(),
+            queue_deliverer: queue_deliverer.clone(),
+            schedule,
+            event_path: config.event_path.clone(),
+            shutdown_timeout: config.shutdown_timeout,
+            queue,
+        };
+        let shutdown = shutdown.clone();
+        supervisor.spawn("mqtt source", Some(health::MQTT), async move {
+            source.run(shutdown).await.map_err(|e| e.to_string())
+        });
+    }
+    let ops = Ops {
+        shutdown: shutdown.clone(),
+        queue: queue.clone(),
+        metrics,
+    };
+    if let (Some(http), Some(queue), Some(listener)) =
+        (config.http.clone(), queue.clone(), proxy_listener)
+    {
+        registry().register(health::HTTP, None);
+        registry().set(health::HTTP, true, "listening");
+        let proxy = HttpProxy {
+            config: http,
+            queue,
+            client: client.clone(),
+            queue_deliverer: queue_deliverer.clone(),
+            schedule,
+            event_path: config.event_path.clone().unwrap_or(EventPath::Generic),
+            shutdown_timeout: config.shutdown_timeout,
+        };
+        let (api, worker) = proxy.start(&shutdown);
+        supervisor.spawn("http queue worker", Some(health::HTTP), async move {
+            worker
+                .await
+                .map_err(|e| format!("the queue worker failed: {e}"))
+        });
+        supervisor.serve(listener, api.merge(endpoints::router(ops.clone())));
+    }
+    if let Some(listener) = metrics_listener {
+        supervisor.serve(listener, endpoints::router(ops));
+    }
+    if let Some(heartbeat) = config.heartbeat.clone() {
+        supervisor.spawn(
+            "agent heartbeat",
+            None,
+            heartbeat::ping_while_healthy(
+                deliverer.clone(),
+                heartbeat,
+                queue.clone(),
+                shutdown.clone(),
+            ),
+        );
+    }
+
+    let result = supervisor.wait(config.shutdown_timeout).await;
+    tracing::info!("ilagent daemon stopped");
+    match result {
+        Ok(()) => Exit::Success,
+        Err(error) => Exit::Failed(error),
+    }
+}
+
+async fn listen(addr: SocketAddr, flag: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} ({flag}): {e}"))
+}

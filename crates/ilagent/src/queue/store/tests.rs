@@ -1,0 +1,161 @@
+//! Unit tests of the store: per-key order, retries, dead letters, per-source hand-out.
+
+use super::*;
+use crate::message::SourceKind;
+
+fn row(key: Option<&str>, payload: &str) -> NewRow {
+    NewRow {
+        source: SourceKind::Mqtt,
+        topic: "t".into(),
+        payload: payload.as_bytes().to_vec(),
+        meta: StoredMeta::default(),
+        order_key: key.map(str::to_string),
+        created_at_ms: 1,
+    }
+}
+
+fn payloads(rows: &[QueuedRow]) -> Vec<String> {
+    rows.iter()
+        .map(|r| String::from_utf8(r.payload.clone()).unwrap())
+        .collect()
+}
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("q.db3")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn only_the_oldest_row_of_a_key_is_handed_out() {
+    let (_dir, mut store) = store();
+    store
+        .insert(&[
+            row(Some("a"), "a1"),
+            row(Some("b"), "b1"),
+            row(Some("a"), "a2"),
+            row(None, "n1"),
+            row(None, "n2"),
+        ])
+        .unwrap();
+    let heads = store.fetch_heads(None, now_ms(), 10, &[]).unwrap();
+    assert_eq!(payloads(&heads), ["a1", "b1", "n1", "n2"]);
+    // a1 is being delivered: a2 still waits behind it.
+    let others = store
+        .fetch_heads(None, now_ms(), 10, &[heads[0].id])
+        .unwrap();
+    assert_eq!(payloads(&others), ["b1", "n1", "n2"]);
+    store.delete(heads[0].id).unwrap();
+    let next = store.fetch_heads(None, now_ms(), 10, &[]).unwrap();
+    assert_eq!(payloads(&next), ["b1", "a2", "n1", "n2"]);
+    // The same answer through the index, for the keys that just moved on.
+    let keys = vec!["a".to_string(), "gone".to_string()];
+    assert_eq!(
+        payloads(&store.fetch_heads_of(None, now_ms(), &keys, &[]).unwrap()),
+        ["a2"]
+    );
+    assert!(
+        store
+            .fetch_heads_of(None, now_ms(), &keys, &[next[1].id])
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn each_source_takes_its_own_rows_and_the_key_order_holds_across_sources() {
+    let (_dir, mut store) = store();
+    let mut http = row(Some("a"), "h1");
+    http.source = SourceKind::Http;
+    store
+        .insert(&[row(Some("a"), "m1"), http, row(Some("b"), "m2")])
+        .unwrap();
+    let http_heads = store.fetch_heads(Some(SourceKind::Http), now_ms(), 10, &[]);
+    assert!(http_heads.unwrap().is_empty(), "h1 waits behind m1");
+    let mqtt_heads = store.fetch_heads(Some(SourceKind::Mqtt), now_ms(), 10, &[]);
+    let mqtt_heads = mqtt_heads.unwrap();
+    assert_eq!(payloads(&mqtt_heads), ["m1", "m2"]);
+    store.delete(mqtt_heads[0].id).unwrap();
+    let http_heads = store.fetch_heads(Some(SourceKind::Http), now_ms(), 10, &[]);
+    assert_eq!(payloads(&http_heads.unwrap()), ["h1"]);
+    assert!(store.probe().is_ok());
+}
+
+#[test]
+fn a_row_waiting_for_its_retry_holds_back_its_key_only() {
+    let (_dir, mut store) = store();
+    let ids = store
+        .insert(&[
+            row(Some("a"), "a1"),
+            row(Some("a"), "a2"),
+            row(Some("b"), "b1"),
+        ])
+        .unwrap();
+    let later = now_ms() + 60_000;
+    store.schedule_retry(ids[0], 3, later, "503").unwrap();
+    assert_eq!(
+        payloads(&store.fetch_heads(None, now_ms(), 10, &[]).unwrap()),
+        ["b1"]
+    );
+    assert_eq!(store.next_retry_at(None, now_ms()).unwrap(), Some(later));
+    let due = store.fetch_heads(None, later, 10, &[]).unwrap();
+    assert_eq!(payloads(&due), ["a1", "b1"]);
+    assert_eq!(due[0].attempts, 3);
+    assert_eq!(due[0].last_error.as_deref(), Some("503"));
+}
+
+#[test]
+fn dead_letters_keep_their_place_when_requeued_and_can_be_purged() {
+    let (_dir, mut store) = store();
+    let ids = store
+        .insert(&[row(Some("a"), "a1"), row(Some("a"), "a2")])
+        .unwrap();
+    store
+        .dead_letter_queued(ids[0], "exhausted", "gave up", 5)
+        .unwrap();
+    let letters = store.list_dead_letters(10).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (
+            letters[0].queue_id,
+            letters[0].kind.as_str(),
+            letters[0].attempts
+        ),
+        (Some(ids[0]), "exhausted", 5)
+    );
+    assert_eq!(
+        payloads(&store.fetch_heads(None, now_ms(), 10, &[]).unwrap()),
+        ["a2"]
+    );
+    assert_eq!(store.requeue(&Selection::All).unwrap(), 1);
+    let heads = store.fetch_heads(None, now_ms(), 10, &[]).unwrap();
+    assert_eq!(payloads(&heads), ["a1"]);
+    assert_eq!(heads[0].attempts, 0);
+    assert_eq!(store.stats().unwrap().dead_letters, 0);
+
+    store
+        .add_dead_letter(&NewDeadLetter {
+            queue_id: None,
+            source: SourceKind::Mqtt,
+            topic: "t".into(),
+            payload: b"x".to_vec(),
+            meta: StoredMeta::default(),
+            order_key: None,
+            kind: "invalid".into(),
+            reason: "not JSON".into(),
+            attempts: 0,
+            created_at_ms: 1,
+        })
+        .unwrap();
+    let id = store.list_dead_letters(10).unwrap()[0].id;
+    assert_eq!(store.purge(&Selection::Ids(vec![id, 999])).unwrap(), 1);
+    assert_eq!(
+        store.stats().unwrap(),
+        Stats {
+            queued: 2,
+            retrying: 0,
+            dead_letters: 0,
+            oldest_queued_at_ms: Some(1)
+        }
+    );
+}

@@ -1,0 +1,136 @@
+//! `POST /api/events` (and `/api/v1/events`): validate as ilert would, commit to SQLite,
+//! and only then answer 202.
+//!
+//! Validation is mapping's own ([`crate::mapping::map`] with the ilert schema as it is),
+//! so the proxy and the queue worker can never disagree about what a valid event is: a
+//! body refused here would have been rejected by ilert, and a body stored here maps to
+//! the same event when it is delivered. Nothing is stored for a refused request.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{MatchedPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::ApiState;
+use super::reply::error;
+use crate::action::Action;
+use crate::mapping::{self, MessageKind};
+use crate::message::{Metadata, SourceKind};
+use crate::observe::events;
+use crate::queue::{NewRow, StoredMeta, now_ms, order_key_column};
+
+pub async fn post_event(
+    State(api): State<ApiState>,
+    path: MatchedPath,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let path = path.as_str().to_string();
+    let response = accept(&api, &path, &headers, body).await;
+    events::http_request("events", response.status().as_u16());
+    response
+}
+
+async fn accept(
+    api: &ApiState,
+    path: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let refuse = |status: StatusCode, code: &str, reason: &str| {
+        events::http_event_refused(path, status.as_u16(), reason);
+        error(status, code, reason)
+    };
+    if api.shutdown.is_cancelled() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SHUTTING_DOWN",
+            "the agent is shutting down: send the event again to another agent or after the restart",
+        );
+    }
+    if !is_json(headers) {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "the body must be JSON: send the header Content-Type: application/json",
+        );
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let reason = format!(
+                "the body is larger than {} bytes (--http_max_body)",
+                api.max_body
+            );
+            return refuse(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", &reason);
+        }
+        Err(rejection) => {
+            let reason = format!("cannot read the body: {}", rejection.body_text());
+            return refuse(StatusCode::BAD_REQUEST, "BAD_REQUEST", &reason);
+        }
+    };
+
+    let meta = Metadata::new(SourceKind::Http, path);
+    let action = mapping::map(&body, &meta, MessageKind::Event, &api.mapping);
+    let event = match &action {
+        Action::Event(event) => event,
+        Action::Invalid(reason) => return refuse(StatusCode::BAD_REQUEST, "INVALID_EVENT", reason),
+        Action::Skip(_) | Action::Heartbeat(_) | Action::PolicyUpdate(_) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "INVALID_EVENT",
+                "the body is not an event",
+            );
+        }
+    };
+    let row = NewRow {
+        source: SourceKind::Http,
+        topic: path.to_string(),
+        payload: body.to_vec(),
+        meta: StoredMeta::default(),
+        // Fixed at the write, so the queue keeps the arrival order of each alert key.
+        order_key: order_key_column(&action),
+        created_at_ms: now_ms(),
+    };
+    match api.queue.insert(Arc::new(vec![row])).await {
+        Ok(ids) => {
+            let mut meta = meta;
+            meta.queue_id = ids.first().copied();
+            events::received(&meta);
+            events::queue_written(SourceKind::Http, 1);
+            events::http_event_queued(&meta);
+            api.wake.new_rows();
+            let body = json!({
+                "status": "queued",
+                "id": meta.queue_id,
+                "eventType": event.event_type.as_str(),
+            });
+            (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+        }
+        Err(queue_error) => {
+            // Nothing was committed, nothing is promised: the client sends it again.
+            events::queue_error(&queue_error);
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "QUEUE_UNAVAILABLE",
+                &format!("the event could not be stored, send it again: {queue_error}"),
+            )
+        }
+    }
+}
+
+/// `application/json`, with or without parameters (`; charset=utf-8`), or `+json` types.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| {
+            v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+        })
+}

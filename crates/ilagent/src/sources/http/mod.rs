@@ -1,0 +1,168 @@
+//! The local HTTP proxy (`-p`): applications post ilert events and heartbeat pings to the
+//! agent instead of to ilert, and the agent delivers them at least once.
+//!
+//! - [`intake`] answers `POST /api/events` with 202 only after the event is committed to
+//!   the SQLite queue (`-f`): a 202 means it is on disk and survives a crash.
+//! - The queue worker ([`crate::queue::worker`]) delivers the proxy's rows per alert key
+//!   in insertion order and in parallel across keys; every attempt is counted in its row,
+//!   and `--max_retries` moves an exhausted row to the dead letters. Polling: a new event
+//!   wakes it at once; 500 ms while rows are due; at most 5 s when idle; a failing row
+//!   waits its own backoff, up to `--backoff_max` (60 s).
+//! - [`heartbeat`] forwards pings at once, never queued.
+//! - [`reply`] shapes errors as ilert does and checks `--http_token` on `/api/*`.
+//!
+//! The operations endpoints (`/health`, `/ready`, `/metrics`) are merged in by the daemon
+//! ([`crate::observe::endpoints`]); the token does not apply to them.
+
+mod heartbeat;
+mod intake;
+mod reply;
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::delivery::Deliverer;
+use crate::ilert::{EventPath, IlertClient};
+use crate::mapping::{self, MappingConfig, MessageKind};
+use crate::message::SourceKind;
+use crate::pipeline::Dispatcher;
+use crate::queue::Queue;
+use crate::queue::settle::{QueueSettler, RetrySchedule};
+use crate::queue::worker::{Mapper, Wakeup, Worker};
+use crate::secret::Secret;
+
+/// The proxy's idle poll: at most this long between looks at the queue with nothing due.
+pub const IDLE_POLL: Duration = Duration::from_secs(5);
+/// Deliveries of queued events running at once, across alert keys.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// The proxy's flags, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `--http_bind`.
+    pub bind: IpAddr,
+    /// `-p/--port`.
+    pub port: u16,
+    /// `--http_token`: required on `/api/*` when set.
+    pub token: Option<Secret>,
+    /// `--http_max_body`, bytes.
+    pub max_body: usize,
+}
+
+/// Everything the proxy runs from.
+pub struct HttpProxy {
+    pub config: HttpConfig,
+    /// Shared with the MQTT buffer when both run: one file, one queue thread.
+    pub queue: Queue,
+    /// Forwards heartbeat pings.
+    pub client: IlertClient,
+    /// Delivers queued rows: one attempt per hand-out, the row keeps the count.
+    pub queue_deliverer: Deliverer,
+    pub schedule: RetrySchedule,
+    /// `--ilert_event_path`, else ilert's generic `/api/events`.
+    pub event_path: EventPath,
+    pub shutdown_timeout: Duration,
+}
+
+/// What the request handlers share.
+#[derive(Clone)]
+struct ApiState {
+    queue: Queue,
+    wake: Arc<Wakeup>,
+    /// The ilert schema as it is: the proxy does not apply the broker mapping flags.
+    mapping: Arc<MappingConfig>,
+    client: IlertClient,
+    /// Cancelled when shutdown begins: new events are refused with 503 from then on.
+    shutdown: CancellationToken,
+    max_body: usize,
+}
+
+impl HttpProxy {
+    /// The `/api` routes, and the queue worker delivering the proxy's rows (it returns
+    /// after `shutdown` and its drain).
+    pub fn start(self, shutdown: &CancellationToken) -> (Router, JoinHandle<()>) {
+        let wake = Arc::new(Wakeup::default());
+        let mapping = Arc::new(MappingConfig::default());
+        let worker = self.spawn_worker(&wake, &mapping, shutdown);
+        let state = ApiState {
+            queue: self.queue.clone(),
+            wake,
+            mapping,
+            client: self.client.clone(),
+            shutdown: shutdown.clone(),
+            max_body: self.config.max_body,
+        };
+        let mut api = Router::new()
+            .route("/api/events", post(intake::post_event))
+            .route("/api/v1/events", post(intake::post_event))
+            .route(
+                "/api/heartbeats/{key}",
+                get(heartbeat::forward).post(heartbeat::forward),
+            )
+            .route(
+                "/api/v1/heartbeats/{key}",
+                get(heartbeat::forward).post(heartbeat::forward),
+            )
+            .layer(DefaultBodyLimit::max(self.config.max_body))
+            .with_state(state);
+        if let Some(token) = self.config.token.clone() {
+            api = api.layer(axum::middleware::from_fn_with_state(
+                Arc::new(token),
+                reply::require_token,
+            ));
+        }
+        (api, worker)
+    }
+
+    fn spawn_worker(
+        &self,
+        wake: &Arc<Wakeup>,
+        mapping: &Arc<MappingConfig>,
+        shutdown: &CancellationToken,
+    ) -> JoinHandle<()> {
+        let in_flight = Arc::new(Mutex::new(HashSet::new()));
+        let abort = CancellationToken::new();
+        let settler = QueueSettler {
+            queue: self.queue.clone(),
+            schedule: self.schedule,
+            in_flight: Arc::clone(&in_flight),
+            wake: Arc::clone(wake),
+            abort: abort.clone(),
+        };
+        let dispatcher = Dispatcher::new(
+            self.queue_deliverer
+                .with_event_path(self.event_path.clone()),
+            settler,
+            MAX_IN_FLIGHT,
+            abort.clone(),
+        );
+        let mapping = Arc::clone(mapping);
+        let mapper: Mapper = Arc::new(move |message| {
+            mapping::map(
+                &message.payload,
+                &message.meta,
+                MessageKind::Event,
+                &mapping,
+            )
+        });
+        let worker = Worker {
+            queue: self.queue.clone(),
+            dispatcher,
+            mapper,
+            in_flight,
+            wake: Arc::clone(wake),
+            abort,
+            source: Some(SourceKind::Http),
+            idle_poll: IDLE_POLL,
+        };
+        tokio::spawn(worker.run(shutdown.clone(), self.shutdown_timeout))
+    }
+}

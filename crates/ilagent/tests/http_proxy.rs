@@ -1,0 +1,351 @@
+//! The HTTP proxy (`-p`) against the ilert stand-in, with the agent as a process and its
+//! SQLite file on disk: 202 only after the commit, per-key order under concurrency, no
+//! loss across SIGKILL and an outage, dead letters, refusals, heartbeat forwarding.
+
+mod common;
+mod http_support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_support::*;
+use ilert_standin::{Behaviour, StandIn};
+use serde_json::json;
+use testkit::free_port;
+
+#[tokio::test]
+async fn fifty_clients_post_ten_thousand_events_for_a_hundred_keys_and_each_arrives_once_in_order()
+{
+    const CLIENTS: usize = 50;
+    const KEYS: usize = 100;
+    const PER_KEY: usize = 100;
+    let stand_in = StandIn::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("proxy.db3");
+    let port = free_port();
+    // ilert's per-key budget would stretch 10,000 events of one integration key over
+    // hours; the stand-in does not limit, so neither does the agent here.
+    let agent = start_proxy(&stand_in.url(), &db, port, &["--rate_limit_events", "0"]);
+    wait_up(&agent, port).await;
+
+    // Each client owns two keys and posts their events one after the other, so the order
+    // of its 202s is the order of each key.
+    let client = Arc::new(client());
+    let mut posters = Vec::new();
+    for c in 0..CLIENTS {
+        let client = Arc::clone(&client);
+        posters.push(tokio::spawn(async move {
+            let keys = [c, c + CLIENTS];
+            for seq in 0..PER_KEY {
+                for key in keys {
+                    let (status, body) = post_event(&client, port, &event(key, seq)).await;
+                    assert_eq!(status, 202, "{body}");
+                    assert!(body["id"].as_i64().is_some(), "{body}");
+                }
+            }
+        }));
+    }
+    for poster in posters {
+        poster.await.unwrap();
+    }
+
+    assert!(
+        wait_for_events(&stand_in, KEYS * PER_KEY, Duration::from_secs(300)).await,
+        "{} of {} events arrived; log:\n{}",
+        stand_in.events().len(),
+        KEYS * PER_KEY,
+        agent.log()
+    );
+    assert!(wait_for_stat(&db, "queued", |n| n == 0).await);
+    // Nothing more trickles in: each event arrived exactly once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = stand_in.events();
+    assert_eq!(events.len(), KEYS * PER_KEY);
+    assert_each_once_in_order(&events, KEYS, PER_KEY, &agent.log());
+    assert!(
+        stand_in.requests().iter().all(|r| r.path == "/api/events"),
+        "the proxy posts to ilert's generic events API"
+    );
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[tokio::test]
+async fn events_accepted_while_ilert_is_down_survive_a_sigkill_and_arrive_when_it_is_back() {
+    const KEYS: usize = 3;
+    const PER_KEY: usize = 10;
+    // Nothing listens on ilert's port yet: every delivery fails to connect.
+    let ilert_port = free_port();
+    let ilert_url = format!("http://127.0.0.1:{ilert_port}");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outage.db3");
+    let port = free_port();
+    let agent = start_proxy(&ilert_url, &db, port, &[]);
+    wait_up(&agent, port).await;
+    let client = client();
+    for seq in 0..PER_KEY {
+        for key in 0..KEYS {
+            let (status, body) = post_event(&client, port, &event(key, seq)).await;
+            assert_eq!(status, 202, "{body}");
+        }
+    }
+    // A 202 means on disk: the rows are there before the crash.
+    assert_eq!(queue_stat(&db, "queued").await, (KEYS * PER_KEY) as u64);
+    agent.kill().await;
+
+    let agent = start_proxy(&ilert_url, &db, port, &[]);
+    wait_up(&agent, port).await;
+    let stand_in = StandIn::start_with(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, ilert_port)),
+        Behaviour::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_for_events(&stand_in, KEYS * PER_KEY, WAIT).await,
+        "{} events arrived; log:\n{}",
+        stand_in.events().len(),
+        agent.log()
+    );
+    assert!(wait_for_stat(&db, "queued", |n| n == 0).await);
+    assert_each_once_in_order(&stand_in.events(), KEYS, PER_KEY, &agent.log());
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[tokio::test]
+async fn exhausted_and_rejected_events_become_dead_letters_and_requeued_ones_are_delivered() {
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.set_behaviour(Behaviour {
+        error_rate: 1.0,
+        key_status: [("il1api-unknown".to_string(), 404)].into(),
+        ..Behaviour::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("dead.db3");
+    let port = free_port();
+    let agent = start_proxy(&stand_in.url(), &db, port, &["--max_retries", "3"]);
+    wait_up(&agent, port).await;
+    let client = client();
+    let (status, _) = post_event(&client, port, &event(1, 0)).await;
+    assert_eq!(status, 202);
+    assert!(
+        wait_for_stat(&db, "dead_letters", |n| n == 1).await,
+        "{}",
+        agent.log()
+    );
+    assert_eq!(
+        stand_in.requests().len(),
+        3,
+        "three attempts, then set aside"
+    );
+    let (_, letters) = queue_command(&db, &["dead_letters"]).await;
+    assert!(letters.contains("exhausted"), "{letters}");
+    assert!(letters.contains("http"), "{letters}");
+
+    // ilert recovers; the operator requeues; the running daemon delivers it.
+    stand_in.set_behaviour(Behaviour {
+        key_status: [("il1api-unknown".to_string(), 404)].into(),
+        ..Behaviour::default()
+    });
+    let (code, out) = queue_command(&db, &["requeue", "--all"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(wait_for_events(&stand_in, 1, WAIT).await, "{}", agent.log());
+    assert_eq!(arrivals(&stand_in.events()), [("key-1".to_string(), 0)]);
+    assert!(wait_for_stat(&db, "dead_letters", |n| n == 0).await);
+
+    // A permanent answer (404: unknown key) is not retried: one attempt, one dead letter.
+    stand_in.clear();
+    let mut unknown = event(2, 0);
+    unknown["integrationKey"] = json!("il1api-unknown");
+    assert_eq!(post_event(&client, port, &unknown).await.0, 202);
+    assert!(wait_for_stat(&db, "dead_letters", |n| n == 1).await);
+    let (_, letters) = queue_command(&db, &["dead_letters"]).await;
+    assert!(letters.contains("permanent"), "{letters}");
+    assert_eq!(stand_in.requests().len(), 1);
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[tokio::test]
+async fn invalid_bodies_wrong_content_types_oversize_bodies_and_missing_tokens_are_refused_and_nothing_is_stored()
+ {
+    let stand_in = StandIn::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("refusals.db3");
+    let port = free_port();
+    // The token comes from the environment, as it should in production.
+    let agent = common::Agent::start(
+        &[
+            "-f",
+            &db.display().to_string(),
+            "daemon",
+            "-vv",
+            "-p",
+            &port.to_string(),
+            "--http_bind",
+            "127.0.0.1",
+            "--http_max_body",
+            "1KiB",
+        ],
+        &[
+            ("ILERT_API_URL", stand_in.url().as_str()),
+            ("ILAGENT_HTTP_TOKEN", "s3cret-token-for-tests"),
+        ],
+    );
+    wait_up(&agent, port).await;
+    let client = client();
+    let events = url(port, "/api/events");
+    let send = |body: String, content_type: &'static str, token: Option<&'static str>| {
+        let mut request = client
+            .post(&events)
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let token = Some("s3cret-token-for-tests");
+    let valid = event(1, 0).to_string();
+    let json = "application/json";
+
+    let (status, body) = send(valid.clone(), json, None).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("UNAUTHORIZED")));
+    let (status, _) = send(valid.clone(), json, Some("wrong")).await;
+    assert_eq!(status, 401);
+    let heartbeat = client
+        .get(url(port, "/api/heartbeats/il1hbt-x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(heartbeat.status(), 401, "the token guards all of /api");
+
+    let cases: [(&str, &str, u16, Option<&str>); 7] = [
+        ("not json", json, 400, None),
+        ("[1, 2]", json, 400, None),
+        (
+            r#"{"integrationKey": "il1api-x", "summary": "s"}"#,
+            json,
+            400,
+            Some("eventType"),
+        ),
+        (
+            r#"{"integrationKey": "il1api-x", "eventType": "ALERT"}"#,
+            json,
+            400,
+            Some("summary"),
+        ),
+        (
+            r#"{"eventType": "ALERT", "summary": "s"}"#,
+            json,
+            400,
+            Some("integrationKey"),
+        ),
+        (
+            r#"{"integrationKey": "il1api-x", "eventType": "ALERT", "summary": "s", "severity": 9}"#,
+            json,
+            400,
+            Some("severity"),
+        ),
+        (&valid, "text/plain", 415, None),
+    ];
+    for (body, content_type, expected, field) in cases {
+        let (status, answer) = send(body.to_string(), content_type, token).await;
+        assert_eq!(status, expected, "{body}: {answer}");
+        assert_eq!(answer["status"], expected, "{answer}");
+        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()));
+        if let Some(field) = field {
+            assert_eq!(answer["field"], field, "{body}: {answer}");
+        }
+    }
+    let mut large = event(1, 0);
+    large["details"] = json!("x".repeat(2048));
+    let (status, answer) = send(large.to_string(), json, token).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (413, Some("PAYLOAD_TOO_LARGE"))
+    );
+
+    // Nothing was stored, nothing reached ilert; the probes need no token.
+    assert_eq!(queue_stat(&db, "queued").await, 0);
+    assert_eq!(queue_stat(&db, "dead_letters").await, 0);
+    let health = client.get(url(port, "/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    // The same event with the token goes through: the refusals above were not luck.
+    let (status, answer) = send(valid, json, token).await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(wait_for_events(&stand_in, 1, WAIT).await);
+    assert_eq!(stand_in.events().len(), 1);
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        !log.contains("s3cret-token-for-tests"),
+        "the token leaked into the log"
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_are_forwarded_at_once_with_ilerts_status_and_a_slow_one_holds_up_no_event() {
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.set_behaviour(Behaviour {
+        key_status: [("il1hbt-unknown".to_string(), 404)].into(),
+        ..Behaviour::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("beats.db3");
+    let port = free_port();
+    let agent = start_proxy(&stand_in.url(), &db, port, &[]);
+    wait_up(&agent, port).await;
+    let client = client();
+    let beat = |method: reqwest::Method, key: &str| {
+        client
+            .request(method, url(port, &format!("/api/heartbeats/{key}")))
+            .send()
+    };
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::HEAD,
+        reqwest::Method::POST,
+    ] {
+        let response = beat(method.clone(), "il1hbt-known").await.unwrap();
+        assert_eq!(response.status(), 202, "{method}");
+    }
+    let response = beat(reqwest::Method::GET, "il1hbt-unknown").await.unwrap();
+    assert_eq!(response.status(), 404, "ilert's status is passed on");
+    let pings = stand_in.requests();
+    assert_eq!(pings.len(), 4, "forwarded, not queued: {pings:?}");
+    assert!(pings.iter().all(|r| r.path.starts_with("/api/heartbeats/")));
+    assert_eq!(queue_stat(&db, "queued").await, 0);
+
+    // ilert answers slowly: the ping waits, events beside it do not.
+    stand_in.set_behaviour(Behaviour {
+        latency_ms: 3_000,
+        ..Behaviour::default()
+    });
+    let slow = tokio::spawn(beat(reqwest::Method::GET, "il1hbt-slow"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for seq in 0..5 {
+        assert_eq!(post_event(&client, port, &event(7, seq)).await.0, 202);
+    }
+    assert!(
+        !slow.is_finished(),
+        "the events were answered while the ping still waited"
+    );
+    assert_eq!(slow.await.unwrap().unwrap().status(), 202);
+
+    // Past the forwarding deadline (5 s) the client gets 504 instead of waiting on.
+    stand_in.set_behaviour(Behaviour {
+        latency_ms: 8_000,
+        ..Behaviour::default()
+    });
+    let response = beat(reqwest::Method::GET, "il1hbt-slower").await.unwrap();
+    assert_eq!(response.status(), 504);
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
