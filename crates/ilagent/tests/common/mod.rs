@@ -271,3 +271,61 @@ pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) 
     }
     condition()
 }
+
+/// One record for [`produce_all`]: an explicit partition (else the key decides), the key
+/// and the payload.
+pub type Outgoing = (Option<i32>, String, Vec<u8>);
+
+/// Produces `records` to `topic` in order with all of them in flight at once (the local
+/// queue is the only limit), then waits for every delivery report. Returns where each
+/// record landed, `(partition, offset)`, in the order given.
+pub async fn produce_all(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[Outgoing],
+) -> Vec<(i32, i64)> {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    let mut deliveries = Vec::with_capacity(records.len());
+    for (partition, key, payload) in records {
+        loop {
+            let mut record = FutureRecord::<str, [u8]>::to(topic)
+                .key(key.as_str())
+                .payload(payload.as_slice());
+            if let Some(partition) = partition {
+                record = record.partition(*partition);
+            }
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((error, _)) => panic!("producing to {topic} failed: {error}"),
+            }
+        }
+    }
+    let mut positions = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let delivered = delivery.await.unwrap().map_err(|(e, _)| e).unwrap();
+        positions.push((delivered.partition, delivered.offset));
+    }
+    positions
+}
+
+/// Per partition `0..partitions`, one past the highest offset in `positions`: the offset
+/// a group has committed once it has settled all of them (-1001, "none", for a partition
+/// that got nothing).
+pub fn end_offsets(positions: &[(i32, i64)], partitions: i32) -> Vec<i64> {
+    (0..partitions)
+        .map(|p| {
+            positions
+                .iter()
+                .filter(|(q, _)| *q == p)
+                .map(|(_, o)| o + 1)
+                .max()
+                .unwrap_or(-1001)
+        })
+        .collect()
+}

@@ -22,6 +22,8 @@ pub type TopicPartition = (String, i32);
 struct PartitionLedger {
     pending: BTreeSet<i64>,
     highest_taken: Option<i64>,
+    /// The first offset taken since assignment: where the first commit point moves from.
+    first_taken: Option<i64>,
     /// The last commit point handed out, so each is handed out once.
     stored: Option<i64>,
 }
@@ -39,7 +41,7 @@ impl PartitionLedger {
 pub struct Ledgers {
     partitions: Mutex<HashMap<TopicPartition, PartitionLedger>>,
     settled: Condvar,
-    /// Commit points stored since the poll thread last committed.
+    /// Offsets the stored commit points moved over since the poll thread last committed.
     stored_since_commit: AtomicUsize,
 }
 
@@ -73,6 +75,7 @@ impl Ledgers {
             return false;
         };
         ledger.pending.insert(offset);
+        ledger.first_taken.get_or_insert(offset);
         ledger.highest_taken = Some(ledger.highest_taken.map_or(offset, |h| h.max(offset)));
         true
     }
@@ -85,8 +88,13 @@ impl Ledgers {
         let watermark = ledger.watermark()?;
         let advanced = ledger.stored.is_none_or(|stored| watermark > stored);
         if advanced {
+            // Count the messages the commit point moved over, not the moves: one move may
+            // cover many messages settled out of order, and what a crash repeats is
+            // messages.
+            let from = ledger.stored.or(ledger.first_taken).unwrap_or(watermark);
+            let moved = usize::try_from(watermark - from).unwrap_or(0);
             ledger.stored = Some(watermark);
-            self.stored_since_commit.fetch_add(1, Ordering::Relaxed);
+            self.stored_since_commit.fetch_add(moved, Ordering::Relaxed);
         }
         if ledger.pending.is_empty() {
             self.settled.notify_all();
@@ -94,7 +102,8 @@ impl Ledgers {
         advanced.then_some(watermark)
     }
 
-    /// How many commit points were stored since the last call; resets the count.
+    /// How many offsets the stored commit points moved over since the last call (about
+    /// the messages that a crash now would deliver again); resets the count.
     pub fn take_stored_count(&self) -> usize {
         self.stored_since_commit.swap(0, Ordering::Relaxed)
     }
@@ -147,6 +156,22 @@ mod tests {
         assert_eq!(l.settle(&tp(), 10), Some(11));
         assert_eq!(l.settle(&tp(), 11), Some(14));
         assert_eq!(l.settle(&tp(), 14), Some(15));
+    }
+
+    #[test]
+    fn the_stored_count_counts_the_messages_the_commit_point_moved_over() {
+        let l = Ledgers::default();
+        l.assign(&[tp()]);
+        for offset in 100..110 {
+            l.take(&tp(), offset);
+        }
+        for offset in 101..110 {
+            l.settle(&tp(), offset);
+        }
+        assert_eq!(l.take_stored_count(), 0, "the commit point has not moved");
+        assert_eq!(l.settle(&tp(), 100), Some(110));
+        assert_eq!(l.take_stored_count(), 10, "one move over ten messages");
+        assert_eq!(l.take_stored_count(), 0);
     }
 
     #[test]

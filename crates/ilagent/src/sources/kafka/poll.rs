@@ -52,7 +52,8 @@ pub struct PollLoop {
     /// Cancelled by this loop when the drain deadline passes.
     pub abort: CancellationToken,
     pub shutdown_timeout: Duration,
-    /// Commit after this many stored commit points (the delivery concurrency).
+    /// Commit once the commit points have moved over this many messages (the delivery
+    /// concurrency).
     pub commit_every: usize,
 }
 
@@ -99,7 +100,14 @@ impl PollLoop {
             match self.consumer.poll(POLL_TIMEOUT) {
                 None => {}
                 Some(Err(error)) => events::source_error(SourceKind::Kafka, &error),
-                Some(Ok(record)) => waiting.push_back(convert(&record)),
+                Some(Ok(record)) => {
+                    waiting.push_back(convert(&record));
+                    if paused {
+                        // A rebalance may have assigned partitions after the pause: pause
+                        // the whole assignment again, so the waiting list stays short.
+                        self.set_paused(true);
+                    }
+                }
             }
         }
         self.drain();
@@ -187,10 +195,12 @@ impl PollLoop {
     }
 }
 
-/// Commits stored offsets asynchronously once `max_in_flight` commit points have been
-/// stored (at most every 100 ms), or a second has passed with anything stored. After a
-/// crash, what is delivered again is what settled since the last commit plus what was
-/// delivered behind a still-unsettled message of its partition: bounded by the buffer.
+/// Commits stored offsets asynchronously once the commit points have moved over
+/// `max_in_flight` messages (at most every 100 ms), or a second has passed with anything
+/// stored. After a crash, what is delivered again is what settled since the last commit
+/// (about `max_in_flight` messages, more only at rates above ten times that per second)
+/// plus what was delivered behind a still-unsettled message of its partition (with even
+/// latencies, within the buffer).
 struct Committer {
     stored: usize,
     threshold: usize,
