@@ -74,8 +74,9 @@ pub struct KafkaArgs {
     pub kafka_max_in_flight: usize,
 
     /// Messages read and not yet settled (delivering or queued behind their alert key) at
-    /// most; fetching pauses when it is full. Also capped at 16 MiB of payload.
-    #[arg(long, env = "ILAGENT_KAFKA_MAX_BUFFERED", default_value_t = 4096)]
+    /// most; reading stops when it is full. Also capped at 16 MiB of payload. Large enough
+    /// that a long run of one partition's messages does not leave other keys idle.
+    #[arg(long, env = "ILAGENT_KAFKA_MAX_BUFFERED", default_value_t = 10000)]
     pub kafka_max_buffered: usize,
 
     /// How long a rebalance waits for in-flight messages of revoked partitions

@@ -39,7 +39,7 @@ pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
         )
         .set("enable.partition.eof", "false")
         // Bounded memory: librdkafka's own prefetch queue is otherwise 64 MB.
-        .set("queued.max.messages.kbytes", "8192")
+        .set("queued.max.messages.kbytes", "4096")
         // Shorter runs per partition in each fetch, so the agent's buffer holds messages of
         // every partition (and so of more alert keys) instead of a long run of one.
         .set("max.partition.fetch.bytes", "262144")

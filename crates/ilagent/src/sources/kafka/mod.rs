@@ -35,7 +35,7 @@ use crate::ilert::EventPath;
 use crate::mapping::MappingConfig;
 use crate::pipeline::{Dispatcher, Limits};
 
-/// Payload bytes read and not yet settled, at most (with librdkafka's own 8 MiB prefetch,
+/// Payload bytes read and not yet settled, at most (with librdkafka's own 4 MiB prefetch,
 /// this keeps the agent well inside 64 MB under any backlog).
 const MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
 use crate::sources::route::{Routes, TopicSyntax};
