@@ -25,10 +25,17 @@ pub async fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> Resu
     Ok(())
 }
 
+/// A producer that batches for up to 5 ms: fast for backlogs and demos.
 pub fn producer(bootstrap: &str) -> Result<FutureProducer> {
+    producer_with_linger(bootstrap, 5)
+}
+
+/// A producer that waits up to `linger_ms` to batch records (0: send each at once, for
+/// latency measurements).
+pub fn producer_with_linger(bootstrap: &str, linger_ms: u32) -> Result<FutureProducer> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "5")
+        .set("linger.ms", linger_ms.to_string())
         .set("message.timeout.ms", "30000")
         .create()
         .context("cannot create the Kafka producer")
@@ -78,7 +85,10 @@ pub async fn produce_all(
     Ok(sent)
 }
 
-fn check<T, M, C>(result: Result<Result<T, (rdkafka::error::KafkaError, M)>, C>) -> Result<()> {
+/// Turns a delivery report into an error when the record was not delivered.
+pub(crate) fn check<T, M, C>(
+    result: Result<Result<T, (rdkafka::error::KafkaError, M)>, C>,
+) -> Result<()> {
     match result {
         Ok(Ok(_)) => Ok(()),
         Ok(Err((error, _))) => anyhow::bail!("produce failed: {error}"),

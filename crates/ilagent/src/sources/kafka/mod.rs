@@ -35,10 +35,11 @@ use crate::ilert::EventPath;
 use crate::mapping::MappingConfig;
 use crate::pipeline::{Dispatcher, Limits};
 
+use crate::sources::route::{Routes, TopicSyntax};
+
 /// Payload bytes read and not yet settled, at most (with librdkafka's own 4 MiB prefetch,
 /// this keeps the agent well inside 64 MB under any backlog).
 const MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
-use crate::sources::route::{Routes, TopicSyntax};
 
 /// How a Kafka message is settled: its partition and offset, and its raw key for the
 /// dead-letter copy.
