@@ -108,10 +108,14 @@ pub fn kafka_args<'a>(bootstrap: &'a str, group: &'a str) -> Vec<&'a str> {
         group,
         "--kafka_auto_offset_reset",
         "earliest",
+        // Quick group joins on tansu, yet a session that survives a loaded CI machine.
         "--kafka_property",
-        "session.timeout.ms=6000",
+        "session.timeout.ms=10000",
         "--kafka_property",
         "heartbeat.interval.ms=500",
+        // A request to a broker that vanished mid-request is given up after 10 s, not 60.
+        "--kafka_property",
+        "socket.timeout.ms=10000",
         "--kafka_drain_timeout",
         "5s",
     ]
