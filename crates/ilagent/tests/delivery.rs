@@ -434,9 +434,11 @@ async fn the_rate_limiter_keeps_a_busy_key_in_budget_without_delaying_another_ke
         .iter()
         .filter(|r| r.key.as_deref() == Some("il1api-busy"))
         .count();
-    assert_eq!(
-        busy_sent_before_quiet, 3,
-        "the quiet key went out while the busy key waited for its window"
+    // The busy key sends its budget (3) at once and then waits for its window; the quiet
+    // key went out meanwhile. (Fewer than 3 only means the machine was slow to send them.)
+    assert!(
+        busy_sent_before_quiet <= 3,
+        "{busy_sent_before_quiet} busy requests went out before the quiet one: it waited behind the busy key's window"
     );
 
     for task in busy {

@@ -85,8 +85,11 @@ pub(crate) fn wait_for_port_while(
 mod tests {
     use super::*;
 
+    /// Only distinctness is asserted: whether a port is still free a moment after it was
+    /// handed out depends on every other process on the machine (a parallel test took one
+    /// once), so binding it again here would make this test flaky, not stronger.
     #[test]
-    fn free_ports_are_distinct_and_bindable() {
+    fn free_ports_are_distinct_and_never_zero() {
         let ports: Vec<u16> = (0..20).map(|_| free_port()).collect();
         let unique: HashSet<u16> = ports.iter().copied().collect();
         assert_eq!(
@@ -94,10 +97,7 @@ mod tests {
             ports.len(),
             "ports handed out twice: {ports:?}"
         );
-        for port in ports {
-            assert_ne!(port, 0);
-            TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
-        }
+        assert!(ports.iter().all(|p| *p != 0), "{ports:?}");
     }
 
     #[test]
