@@ -333,3 +333,41 @@ pub fn end_offsets(positions: &[(i32, i64)], partitions: i32) -> Vec<i64> {
         })
         .collect()
 }
+
+/// Runs `ilagent -f DB queue ARGS`; returns the exit code and stdout.
+pub async fn queue_command(db: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ilagent"))
+        .arg("-f")
+        .arg(db)
+        .arg("queue")
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// One number from `ilagent queue status` (`queued`, `retrying`, `dead_letters`); an
+/// unreadable status reads as `u64::MAX`, so it never passes for an empty queue.
+pub async fn queue_stat(db: &std::path::Path, name: &str) -> u64 {
+    let (_, out) = queue_command(db, &["status"]).await;
+    out.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// Waits (up to 60 s) until `ilagent queue status` reports `name` satisfying `holds`.
+pub async fn wait_for_stat(db: &std::path::Path, name: &str, holds: impl Fn(u64) -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        if holds(queue_stat(db, name).await) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}

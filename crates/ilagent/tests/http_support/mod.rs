@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::{Agent, eventually};
+#[allow(unused_imports)] // each test binary uses some of them
+pub use crate::common::{queue_command, queue_stat, wait_for_stat};
 
 /// Generous: CI machines are slow; tests wait for conditions, never for time.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -112,42 +114,6 @@ pub fn assert_each_once_in_order(events: &[Value], keys: usize, per_key: usize, 
     for (key, seqs) in &by_key {
         assert_eq!(seqs, &expected, "arrivals of {key}; log:\n{log}");
     }
-}
-
-/// Runs `ilagent -f DB queue ARGS`: the exit status and stdout.
-pub async fn queue_command(db: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ilagent"))
-        .arg("-f")
-        .arg(db)
-        .arg("queue")
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
-}
-
-/// One number from `ilagent queue status`.
-pub async fn queue_stat(db: &Path, name: &str) -> u64 {
-    let (_, out) = queue_command(db, &["status"]).await;
-    out.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(u64::MAX)
-}
-
-pub async fn wait_for_stat(db: &Path, name: &str, holds: impl Fn(u64) -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::time::Instant::now() < deadline {
-        if holds(queue_stat(db, name).await) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
 }
 
 /// Waits until the stand-in accepted at least `n` events.
