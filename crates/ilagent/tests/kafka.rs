@@ -303,3 +303,39 @@ async fn each_alert_keys_events_arrive_in_order_while_keys_are_delivered_in_para
     );
     agent.kill().await;
 }
+
+#[tokio::test]
+async fn kafka_offsets_start_a_partition_at_the_given_offset() {
+    let tansu = Tansu::start().unwrap();
+    let bootstrap = tansu.bootstrap_servers();
+    let stand_in = StandIn::start().await.unwrap();
+    let (topic, group) = (unique("replay"), unique("group"));
+    create_topic(&bootstrap, &topic, 1).await;
+    let producer = producer(&bootstrap);
+    for seq in 0..5 {
+        produce(&producer, &topic, None, None, &keyed_event(0, seq)).await;
+    }
+
+    let start = format!("{topic}:0:3");
+    let mut args = kafka_args(&bootstrap, &group);
+    args.extend(["-e", &topic, "--kafka_offsets", &start]);
+    let agent = start_agent(&stand_in, &args);
+
+    assert!(
+        eventually(WAIT, || committed(&bootstrap, &group, &topic, 1) == [5]).await,
+        "{}",
+        agent.log()
+    );
+    let seqs: Vec<u64> = stand_in
+        .events()
+        .iter()
+        .map(|e| e["customDetails"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        [3, 4],
+        "offsets 0 to 2 are skipped; log:\n{}",
+        agent.log()
+    );
+    agent.kill().await;
+}
