@@ -28,9 +28,12 @@ pub enum Action {
     Invalid(String),
 }
 
-/// What delivery made of an action. Transient failures never appear here: delivery keeps
-/// retrying them until they succeed, become permanent (retries exhausted, deadline passed)
-/// or shutdown interrupts the wait.
+/// What delivery made of an action. A deliverer that retries ([`crate::delivery::Deliverer`]
+/// by default) never returns a transient failure: it keeps trying until the action is
+/// delivered, becomes permanent (retries exhausted, deadline passed) or shutdown interrupts
+/// the wait. Only a single-attempt deliverer (the SQLite queue's, whose row keeps the
+/// attempt count) returns [`Outcome::Failed`], and its settle step schedules the retry by
+/// the same [`crate::delivery::RetryPolicy`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// ilert accepted it.
@@ -41,12 +44,22 @@ pub enum Outcome {
     },
     /// Mapping decided it is not for ilert.
     Skipped { reason: String },
+    /// A heartbeat ping that would change nothing at ilert: a ping of the same heartbeat is
+    /// in flight, or its rate budget is used up by recent pings. Settled at once.
+    Coalesced { reason: String },
     /// It will never be delivered; the source sets it aside (dead-letter) and settles.
     Rejected {
         kind: RejectKind,
         reason: String,
         status: Option<u16>,
         attempts: u32,
+    },
+    /// One attempt failed transiently (single-attempt deliverers only): the caller decides
+    /// when to try again, from `status` and ilert's `Retry-After`.
+    Failed {
+        status: Option<u16>,
+        reason: String,
+        retry_after: Option<std::time::Duration>,
     },
     /// Shutdown came before a transient failure cleared: leave it unsettled so that the
     /// source redelivers it after the restart.
@@ -75,8 +88,17 @@ impl RejectKind {
 }
 
 impl Outcome {
-    /// Delivered, skipped and rejected messages are done with; interrupted ones are not.
+    /// Delivered, skipped, coalesced and rejected messages are done with; interrupted and
+    /// failed ones are not.
     pub fn is_settled(&self) -> bool {
-        !matches!(self, Outcome::Interrupted { .. })
+        !matches!(self, Outcome::Interrupted { .. } | Outcome::Failed { .. })
+    }
+
+    /// Done with and nothing to set aside: delivered, skipped or coalesced.
+    pub fn is_done(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Delivered { .. } | Outcome::Skipped { .. } | Outcome::Coalesced { .. }
+        )
     }
 }

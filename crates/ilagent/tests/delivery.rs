@@ -76,6 +76,7 @@ async fn deliver(deliverer: &Deliverer, action: &Action) -> Outcome {
         location: &"test",
         deadline: None,
         cancel: &cancel,
+        slots: None,
     };
     deliverer.deliver(action, &ctx).await
 }
@@ -326,6 +327,7 @@ async fn a_deadline_turns_repeated_transient_failures_into_a_rejection() {
         location: &"test",
         deadline: Some(Instant::now() + Duration::from_millis(500)),
         cancel: &cancel,
+        slots: None,
     };
     let outcome = deliverer.deliver(&alert("il1api-a", "x"), &ctx).await;
 
@@ -359,6 +361,7 @@ async fn shutdown_interrupts_a_message_waiting_to_be_retried() {
         location: &"test",
         deadline: None,
         cancel: &cancel,
+        slots: None,
     };
     let outcome = deliverer.deliver(&alert("il1api-a", "x"), &ctx).await;
 

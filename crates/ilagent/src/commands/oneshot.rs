@@ -44,6 +44,7 @@ pub async fn deliver(
         location: &"command line",
         deadline: Some(Instant::now() + timeout),
         cancel: &cancel,
+        slots: None,
     };
     match deliverer.deliver(&action, &ctx).await {
         Outcome::Delivered {
@@ -66,6 +67,13 @@ pub async fn deliver(
             Exit::Rejected(format!("ilert rejected the {what}: {reason}"))
         }
         Outcome::Skipped { reason } => Exit::Failed(format!("the {what} was skipped: {reason}")),
+        Outcome::Coalesced { reason } => {
+            println!("the {what} was not sent: {reason}");
+            Exit::Success
+        }
+        Outcome::Failed { reason, .. } => {
+            Exit::GaveUp(format!("the {what} was not delivered: {reason}"))
+        }
         Outcome::Interrupted { .. } => Exit::Interrupted,
     }
 }

@@ -1,58 +1,52 @@
 //! Delivery: carries out an [`Action`] against ilert until it is delivered or can never be.
 //!
-//! This is the one retry policy for every source. Each attempt first waits for the key's
-//! rate-limit slot, then makes the call; a transient verdict (network, timeout, 408, 429,
-//! 5xx) is retried after `Retry-After` or a jittered exponential backoff, until it
-//! succeeds, `max_attempts` or the deadline turns it into a rejection, or shutdown
-//! interrupts it. Permanent verdicts are never retried.
+//! This is the one retry policy for every source ([`RetryPolicy`]: which failures are
+//! retried, how long to wait, when to give up). Each attempt first waits for the key's
+//! rate-limit slot, then for a delivery slot (the in-flight limit counts requests on the
+//! wire, never keys that wait), then makes the call; a transient verdict (network,
+//! timeout, 408, 429, 5xx) is retried after `Retry-After` or a jittered exponential
+//! backoff, until it succeeds, `max_attempts` or the deadline turns it into a rejection,
+//! or shutdown interrupts it. Permanent verdicts are never retried.
+//!
+//! The SQLite queue retries through its rows instead of in memory: its deliverer
+//! ([`Deliverer::single_attempt`]) makes one attempt and reports [`Outcome::Failed`], and
+//! the queue's settle step asks the same [`RetryPolicy`] when to try again.
+//!
+//! Heartbeat pings coalesce: a ping of a heartbeat that has one in flight, or whose budget
+//! recent pings used up, would change nothing at ilert, so it is settled at once.
 
 pub mod backoff;
+mod heartbeats;
 mod policy_update;
 pub mod rate_limit;
+mod retry;
+mod wire;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
 pub use rate_limit::{Budget, Budgets, KeyClass, RateLimiter};
+pub use retry::RetryPolicy;
 
+use self::wire::Wire;
 use crate::action::{Action, Outcome, RejectKind};
 use crate::ilert::{EventPath, IlertClient, Verdict};
 use crate::secret::Secret;
 
-/// How long to keep trying.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub backoff: Backoff,
-    /// Attempts before a transient failure becomes a rejection; `None` is unlimited.
-    pub max_attempts: Option<u32>,
-    /// The longest `Retry-After` honoured; longer requests are cut to this.
-    pub max_retry_after: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            backoff: Backoff::default(),
-            max_attempts: Some(100),
-            max_retry_after: Duration::from_secs(15 * 60),
-        }
-    }
-}
-
-/// ilert asks clients that got a 429 without `Retry-After` to wait 10 to 30 s.
-const RATE_LIMITED_WAIT: Duration = Duration::from_secs(10);
-
-/// Per-call context: where the message came from (for log lines), when to give up, and
-/// the shutdown signal.
+/// Per-call context: where the message came from (for log lines), when to give up, the
+/// shutdown signal, and the delivery slots (requests on the wire at once) of the caller.
 pub struct Context<'a> {
     pub location: &'a (dyn fmt::Display + Sync),
     pub deadline: Option<Instant>,
     pub cancel: &'a CancellationToken,
+    /// Taken for each HTTP request only, after the rate-limit wait; `None`: unbounded.
+    pub slots: Option<&'a Semaphore>,
 }
 
 struct Shared {
@@ -60,19 +54,22 @@ struct Shared {
     limiter: RateLimiter,
     api_key: Option<Secret>,
     lookups: policy_update::LookupCache,
+    pings: heartbeats::PingsInFlight,
 }
 
 /// How long user and policy lookups are reused unless configured otherwise.
 pub const DEFAULT_POLICY_CACHE_TTL: Duration = Duration::from_secs(60);
 
-/// Delivers actions. Cheap to clone: clones share the client and the rate limiter (so
-/// every key has one budget, whoever sends); each may post events to its own path
-/// ([`Deliverer::with_event_path`]) and retry by its own policy ([`Deliverer::with_policy`]).
+/// Delivers actions. Cheap to clone: clones share the client, the rate limiter and the
+/// pings in flight (so every key has one budget, whoever sends); each may post events to
+/// its own path ([`Deliverer::with_event_path`]) and make a single attempt per call
+/// ([`Deliverer::single_attempt`]).
 #[derive(Clone)]
 pub struct Deliverer {
     shared: Arc<Shared>,
     policy: RetryPolicy,
     event_path: EventPath,
+    single_attempt: bool,
 }
 
 impl Deliverer {
@@ -88,18 +85,19 @@ impl Deliverer {
                 limiter: RateLimiter::new(budgets),
                 api_key,
                 lookups: policy_update::LookupCache::new(DEFAULT_POLICY_CACHE_TTL),
+                pings: heartbeats::PingsInFlight::default(),
             }),
             policy,
             event_path: EventPath::Generic,
+            single_attempt: false,
         }
     }
 
     /// The same deliverer posting events to `path` (sources of a given alert-source type).
     pub fn with_event_path(&self, path: EventPath) -> Self {
         Deliverer {
-            shared: Arc::clone(&self.shared),
-            policy: self.policy,
             event_path: path,
+            ..self.clone()
         }
     }
 
@@ -109,16 +107,22 @@ impl Deliverer {
         self.shared.lookups.set_ttl(ttl);
     }
 
-    /// The same deliverer (same client, same rate budgets) retrying by `policy`.
-    pub fn with_policy(&self, policy: RetryPolicy) -> Self {
+    /// The same deliverer (same client, same rate budgets) making one attempt per call: a
+    /// transient failure comes back as [`Outcome::Failed`] for the caller to reschedule.
+    pub fn single_attempt(&self) -> Self {
         Deliverer {
-            shared: Arc::clone(&self.shared),
-            policy,
-            event_path: self.event_path.clone(),
+            single_attempt: true,
+            ..self.clone()
         }
     }
 
-    /// Carries out `action`; returns only once it is settled or interrupted.
+    /// The retry policy, for callers that reschedule [`Outcome::Failed`] themselves.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// Carries out `action`; returns only once it is settled or interrupted (or, for a
+    /// single-attempt deliverer, after one failed attempt).
     pub async fn deliver(&self, action: &Action, ctx: &Context<'_>) -> Outcome {
         match action {
             Action::Skip(reason) => Outcome::Skipped {
@@ -130,17 +134,36 @@ impl Deliverer {
                 status: None,
                 attempts: 0,
             },
+            Action::Heartbeat(key) => {
+                let Some(_in_flight) = self.shared.pings.start(key.expose()) else {
+                    return coalesced("a ping of this heartbeat is in flight");
+                };
+                if !self
+                    .shared
+                    .limiter
+                    .has_room(KeyClass::Heartbeat, key.expose())
+                {
+                    return coalesced(
+                        "this heartbeat was pinged as often as its rate budget allows",
+                    );
+                }
+                self.retry(action, ctx).await
+            }
             _ => self.retry(action, ctx).await,
         }
     }
 
     async fn retry(&self, action: &Action, ctx: &Context<'_>) -> Outcome {
         let policy = &self.policy;
+        let wire = Wire {
+            limiter: &self.shared.limiter,
+            slots: ctx.slots,
+        };
         let mut attempts = 0u32;
         loop {
             attempts += 1;
             let verdict = tokio::select! {
-                verdict = self.attempt(action) => verdict,
+                verdict = self.attempt(action, &wire) => verdict,
                 () = ctx.cancel.cancelled() => return Outcome::Interrupted { attempts: attempts - 1 },
             };
             let (status, reason, retry_after) = match verdict {
@@ -171,18 +194,21 @@ impl Deliverer {
                     retry_after,
                 } => (status, reason, retry_after),
             };
-            if policy.max_attempts.is_some_and(|max| attempts >= max) {
+            if self.single_attempt {
+                return Outcome::Failed {
+                    status,
+                    reason,
+                    retry_after,
+                };
+            }
+            let Some(wait) = policy.after_failure(attempts, status, retry_after) else {
                 return Outcome::Rejected {
                     kind: RejectKind::Exhausted,
-                    reason: format!("gave up after {attempts} attempts: {reason}"),
+                    reason: RetryPolicy::gave_up(attempts, &reason),
                     status,
                     attempts,
                 };
-            }
-            let wait = self.wait_after(attempts, status, retry_after);
-            if retry_after.is_some() {
-                crate::observe::events::retry_after_waiting(wait);
-            }
+            };
             if let Some(deadline) = ctx.deadline
                 && Instant::now() + wait > deadline
             {
@@ -205,54 +231,24 @@ impl Deliverer {
         }
     }
 
-    /// `Retry-After` when ilert sent one (capped), otherwise the jittered backoff; a 429
-    /// without `Retry-After` waits at least what ilert advises (capped by the backoff cap).
-    fn wait_after(
-        &self,
-        failures: u32,
-        status: Option<u16>,
-        retry_after: Option<Duration>,
-    ) -> Duration {
-        let policy = &self.policy;
-        if let Some(after) = retry_after {
-            return after.min(policy.max_retry_after);
-        }
-        let backoff = policy.backoff.delay(failures, &mut rand::rng());
-        if status == Some(429) {
-            backoff.max(RATE_LIMITED_WAIT.min(policy.backoff.max))
-        } else {
-            backoff
-        }
-    }
-
-    /// One attempt: the key's rate-limit slot, then the call.
-    async fn attempt(&self, action: &Action) -> Verdict {
+    /// One attempt: the key's rate-limit slot, a delivery slot, then the call.
+    async fn attempt(&self, action: &Action, wire: &Wire<'_>) -> Verdict {
         let shared = &self.shared;
         match action {
             Action::Event(event) => {
-                shared
-                    .limiter
-                    .acquire(KeyClass::Integration, event.integration_key.expose())
+                let _on_wire = wire
+                    .enter(KeyClass::Integration, event.integration_key.expose())
                     .await;
                 shared.client.send_event(event, &self.event_path).await
             }
             Action::Heartbeat(key) => {
-                shared
-                    .limiter
-                    .acquire(KeyClass::Heartbeat, key.expose())
-                    .await;
+                let _on_wire = wire.enter(KeyClass::Heartbeat, key.expose()).await;
                 shared.client.ping_heartbeat(key).await
             }
             Action::PolicyUpdate(update) => match &shared.api_key {
                 Some(api_key) => {
-                    policy_update::attempt(
-                        &shared.client,
-                        &shared.limiter,
-                        &shared.lookups,
-                        api_key,
-                        update,
-                    )
-                    .await
+                    policy_update::attempt(&shared.client, wire, &shared.lookups, api_key, update)
+                        .await
                 }
                 None => Verdict::Permanent {
                     status: None,
@@ -265,5 +261,12 @@ impl Deliverer {
                 reason: "nothing to deliver".into(),
             },
         }
+    }
+}
+
+fn coalesced(reason: &str) -> Outcome {
+    crate::observe::events::heartbeat_coalesced();
+    Outcome::Coalesced {
+        reason: reason.to_string(),
     }
 }

@@ -22,7 +22,8 @@ use crate::ilert::client::EscalationPolicy;
 use crate::ilert::{IlertClient, Verdict};
 use crate::secret::Secret;
 
-use super::rate_limit::{KeyClass, RateLimiter};
+use super::rate_limit::KeyClass;
+use super::wire::Wire;
 
 /// Short-lived lookups of users by email and policies by routing key.
 #[derive(Debug)]
@@ -88,7 +89,7 @@ impl LookupCache {
 
 pub(super) async fn attempt(
     client: &IlertClient,
-    limiter: &RateLimiter,
+    wire: &Wire<'_>,
     cache: &LookupCache,
     api_key: &Secret,
     update: &PolicyUpdate,
@@ -96,8 +97,10 @@ pub(super) async fn attempt(
     let user_id = match cache.user(&update.email) {
         Some(id) => id,
         None => {
-            limiter.acquire(KeyClass::Api, api_key.expose()).await;
-            match client.search_user(api_key, &update.email).await {
+            let on_wire = wire.enter(KeyClass::Api, api_key.expose()).await;
+            let found = client.search_user(api_key, &update.email).await;
+            drop(on_wire);
+            match found {
                 Ok(Some(user)) => {
                     cache.remember_user(&update.email, user.id);
                     user.id
@@ -118,8 +121,10 @@ pub(super) async fn attempt(
     let policy = match cached {
         Some(policy) => policy,
         None => {
-            limiter.acquire(KeyClass::Api, api_key.expose()).await;
-            match client.resolve_policy(api_key, &update.routing_key).await {
+            let on_wire = wire.enter(KeyClass::Api, api_key.expose()).await;
+            let resolved = client.resolve_policy(api_key, &update.routing_key).await;
+            drop(on_wire);
+            match resolved {
                 Ok(Some(policy)) => {
                     cache.remember_policy(&update.routing_key, policy.clone());
                     policy
@@ -149,7 +154,7 @@ pub(super) async fn attempt(
         ));
     };
 
-    limiter.acquire(KeyClass::Api, api_key.expose()).await;
+    let on_wire = wire.enter(KeyClass::Api, api_key.expose()).await;
     let verdict = client
         .update_level(
             api_key,
@@ -159,6 +164,7 @@ pub(super) async fn attempt(
             user_id,
         )
         .await;
+    drop(on_wire);
     match verdict {
         Verdict::Permanent {
             status: Some(400 | 404),

@@ -111,16 +111,55 @@ impl RateLimiter {
         }
     }
 
-    /// Waits until `key` may send one request, and returns how long that took.
-    pub async fn acquire(&self, class: KeyClass, key: &str) -> Duration {
+    /// Waits until `key` may send one request, and returns the slot it was given (the
+    /// time the request counts from, until [`RateLimiter::sent_at`] moves it).
+    pub async fn acquire(&self, class: KeyClass, key: &str) -> Instant {
         let now = Instant::now();
         let slot = self.reserve(class, key, now);
         if slot > now {
             tokio::time::sleep_until(slot).await;
         }
-        let waited = slot.saturating_duration_since(now);
-        crate::observe::events::rate_limit_waited(class.as_str(), waited);
-        waited
+        crate::observe::events::rate_limit_waited(
+            class.as_str(),
+            slot.saturating_duration_since(now),
+        );
+        slot
+    }
+
+    /// Whether `key` could send a request now without waiting (books nothing).
+    pub fn has_room(&self, class: KeyClass, key: &str) -> bool {
+        let budget = self.budgets.of(class);
+        if budget.limit == 0 {
+            return true;
+        }
+        let window = budget.guarded_window();
+        let now = Instant::now();
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.get(&(class, key.to_string())).is_none_or(|log| {
+            log.len() < budget.limit as usize
+                || log.front().is_none_or(|oldest| *oldest + window <= now)
+        })
+    }
+
+    /// The request booked at `slot` really went out at `sent` (it waited for a delivery
+    /// slot in between): count it from then, so that no window ilert sees holds more than
+    /// the limit.
+    pub fn sent_at(&self, class: KeyClass, key: &str, slot: Instant, sent: Instant) {
+        if sent <= slot || self.budgets.of(class).limit == 0 {
+            return;
+        }
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(log) = slots.get_mut(&(class, key.to_string())) else {
+            return;
+        };
+        if let Some(at) = log.iter().position(|booked| *booked == slot) {
+            log.remove(at);
+            let place = log
+                .iter()
+                .position(|booked| *booked > sent)
+                .unwrap_or(log.len());
+            log.insert(place, sent);
+        }
     }
 
     /// Books the next free slot for `key` at or after `now`.
@@ -232,10 +271,46 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn acquire_reports_the_time_waited() {
+    async fn acquire_waits_for_the_slot_it_returns() {
         let l = limiter(1, 10);
-        assert_eq!(l.acquire(KeyClass::Api, "k").await, Duration::ZERO);
-        let waited = l.acquire(KeyClass::Api, "k").await;
-        assert_eq!(waited, Duration::from_millis(10_200));
+        let start = Instant::now();
+        assert_eq!(l.acquire(KeyClass::Api, "k").await, start);
+        let second = l.acquire(KeyClass::Api, "k").await;
+        assert_eq!(second, start + Duration::from_millis(10_200));
+        assert_eq!(Instant::now(), second);
+    }
+
+    #[test]
+    fn room_is_reported_without_booking() {
+        let l = limiter(2, 60);
+        let now = Instant::now();
+        assert!(l.has_room(KeyClass::Heartbeat, "k"));
+        l.reserve(KeyClass::Heartbeat, "k", now);
+        assert!(l.has_room(KeyClass::Heartbeat, "k"), "one of two used");
+        l.reserve(KeyClass::Heartbeat, "k", now);
+        assert!(
+            !l.has_room(KeyClass::Heartbeat, "k"),
+            "the budget is used up"
+        );
+        assert!(l.has_room(KeyClass::Heartbeat, "other"));
+    }
+
+    #[test]
+    fn a_request_sent_late_counts_from_when_it_was_sent() {
+        let l = limiter(1, 50);
+        let now = Instant::now();
+        let slot = l.reserve(KeyClass::Integration, "k", now);
+        l.sent_at(
+            KeyClass::Integration,
+            "k",
+            slot,
+            now + Duration::from_secs(5),
+        );
+        let next = l.reserve(KeyClass::Integration, "k", now);
+        assert_eq!(
+            next,
+            now + Duration::from_secs(56),
+            "51 s window counted from 5 s"
+        );
     }
 }

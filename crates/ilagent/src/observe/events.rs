@@ -34,6 +34,7 @@ pub const KAFKA_LAG: &str = "ilagent_kafka_consumer_lag";
 pub const COMPONENT_READY: &str = "ilagent_component_ready";
 pub const HTTP_REQUESTS: &str = "ilagent_http_requests_total";
 pub const AGENT_HEARTBEATS: &str = "ilagent_agent_heartbeats_total";
+pub const HEARTBEATS_COALESCED: &str = "ilagent_heartbeats_coalesced_total";
 
 /// A message arrived from a source.
 pub fn received(meta: &Metadata) {
@@ -47,6 +48,8 @@ pub fn settled(meta: &Metadata, outcome: &Outcome, disposition: Disposition) {
     let label = match outcome {
         Outcome::Delivered { .. } => "delivered",
         Outcome::Skipped { .. } => "skipped",
+        Outcome::Coalesced { .. } => "coalesced",
+        Outcome::Failed { .. } => "failed",
         Outcome::Rejected { kind, .. } => match kind {
             RejectKind::Invalid => "rejected_invalid",
             RejectKind::Permanent => "rejected_permanent",
@@ -75,6 +78,12 @@ pub fn settled(meta: &Metadata, outcome: &Outcome, disposition: Disposition) {
             tracing::debug!(location = %meta, attempts, correlation_id = correlation_id.as_deref().unwrap_or("-"), "delivered");
         }
         Outcome::Skipped { reason } => tracing::debug!(location = %meta, %reason, "skipped"),
+        Outcome::Coalesced { reason } => {
+            tracing::debug!(location = %meta, %reason, "heartbeat ping coalesced")
+        }
+        Outcome::Failed { reason, .. } => {
+            tracing::debug!(location = %meta, %reason, "attempt failed, retry scheduled")
+        }
         Outcome::Rejected {
             kind,
             reason,
@@ -325,6 +334,12 @@ pub fn rate_limit_waited(class: &'static str, waited: Duration) {
     if !waited.is_zero() {
         metrics::histogram!(RATE_LIMIT_WAIT, "class" => class).record(waited.as_secs_f64());
     }
+}
+
+/// A heartbeat ping was settled without a request: one was in flight or recent pings
+/// used up the heartbeat's budget.
+pub fn heartbeat_coalesced() {
+    metrics::counter!(HEARTBEATS_COALESCED).increment(1);
 }
 
 /// A retry waits as long as ilert's `Retry-After` asked.

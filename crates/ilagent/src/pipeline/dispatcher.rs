@@ -2,7 +2,8 @@
 //! after the other within a key, with bounded concurrency and bounded memory.
 //!
 //! Two limits, because they bound different things ([`Limits`]): `max_in_flight` is how
-//! many deliveries run at once (HTTP requests to ilert); the window (`max_buffered`
+//! many HTTP requests to ilert are under way at once (a key waiting for its rate budget,
+//! its backoff or `Retry-After` holds none, see [`crate::delivery`]); the window (`max_buffered`
 //! messages and `max_buffered_bytes`) is how much a source may hand over before it is
 //! settled, which includes messages queued behind their key. The window must be much
 //! larger than the concurrency, or a run of messages for a few keys would fill it and
@@ -14,7 +15,11 @@
 //! a task for that key; later messages of the same key queue behind it. Each task delivers,
 //! then hands the outcome to the source's [`Settle`] implementation, then takes the next
 //! message of its key, so a message is settled before its key's next one is delivered.
-//! A key waiting out a 429 or a failing API holds only its own messages.
+//! A key waiting out a 429 or a failing API holds only its own messages and its window
+//! slots; it never holds a delivery slot while it waits.
+//!
+//! A heartbeat ping submitted while a ping of the same heartbeat is still running is
+//! settled at once as [`Outcome::Coalesced`]: it would change nothing at ilert.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -92,8 +97,8 @@ struct Inner<S: Settle> {
     window_bytes: Arc<Semaphore>,
     capacity: usize,
     capacity_kib: u32,
-    /// Deliveries running now.
-    delivering: Semaphore,
+    /// HTTP requests under way (taken by the deliverer for the call only).
+    on_wire: Semaphore,
     /// Keys with a running task, and the messages queued behind it. A key is present
     /// exactly while its task runs; the task removes it under the lock when it finds its
     /// queue empty, so a submit either queues behind a running task or starts a new one.
@@ -153,7 +158,7 @@ impl<S: Settle> Dispatcher<S> {
                 window_bytes: Arc::new(Semaphore::new(capacity_kib as usize)),
                 capacity,
                 capacity_kib,
-                delivering: Semaphore::new(limits.max_in_flight.max(1)),
+                on_wire: Semaphore::new(limits.max_in_flight.max(1)),
                 keys: Mutex::new(HashMap::new()),
                 abort,
                 tasks: TaskTracker::new(),
@@ -234,6 +239,11 @@ impl<S: Settle> Dispatcher<S> {
         {
             let mut keys = lock(&self.inner.keys);
             if let Some(queue) = keys.get_mut(&key) {
+                if matches!(key, OrderKey::Heartbeat(_)) {
+                    drop(keys);
+                    self.coalesce(queued);
+                    return;
+                }
                 queue.push_back(queued);
                 return;
             }
@@ -244,6 +254,20 @@ impl<S: Settle> Dispatcher<S> {
             .tasks
             .track_future(run_key(Arc::clone(&inner), key, queued));
         inner.runtime.spawn(task);
+    }
+
+    /// Settles a ping whose heartbeat has a ping running: it would change nothing at ilert.
+    fn coalesce(&self, Queued { job, slot }: Queued<S::Ticket>) {
+        crate::observe::events::heartbeat_coalesced();
+        let outcome = Outcome::Coalesced {
+            reason: "a ping of this heartbeat is in flight".into(),
+        };
+        let inner = Arc::clone(&self.inner);
+        let task = self.inner.tasks.track_future(async move {
+            inner.settler.settle(job, outcome).await;
+            drop(slot);
+        });
+        self.inner.runtime.spawn(task);
     }
 
     /// Waits until every submitted message is settled (or abandoned after an abort).
@@ -262,12 +286,9 @@ async fn run_key<S: Settle>(inner: Arc<Inner<S>>, key: OrderKey, first: Queued<S
             location: &job.message.meta,
             deadline: None,
             cancel: &inner.abort,
+            slots: Some(&inner.on_wire),
         };
-        let outcome = {
-            // Closed never: the semaphore lives as long as `inner`.
-            let _delivering = inner.delivering.acquire().await.ok();
-            inner.deliverer.deliver(&job.action, &ctx).await
-        };
+        let outcome = inner.deliverer.deliver(&job.action, &ctx).await;
         inner.settler.settle(job, outcome).await;
         drop(slot);
         let mut keys = lock(&inner.keys);

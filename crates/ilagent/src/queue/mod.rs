@@ -48,6 +48,16 @@ impl QueueError {
     pub(crate) fn sqlite(what: String, error: rusqlite::Error) -> Self {
         QueueError::Sqlite { what, error }
     }
+
+    /// For [`crate::pipeline::persist::until_written`]: a stopped queue thread ends the
+    /// retries, every other failure is worth another try.
+    pub(crate) fn retryable(self) -> crate::pipeline::persist::WriteFailure<QueueError> {
+        use crate::pipeline::persist::WriteFailure;
+        match self {
+            QueueError::Closed => WriteFailure::Stop,
+            error => WriteFailure::Retry(error),
+        }
+    }
 }
 
 type Job = Box<dyn FnOnce(&mut Store) + Send>;

@@ -1,50 +1,26 @@
 //! Settling a queued row: delete it when delivered, reschedule it when an attempt failed
 //! transiently, move it to the dead letters when it can never be delivered.
 //!
-//! The worker's deliverer makes exactly one attempt per hand-out, so every failed attempt
-//! is counted here, in the row, before the next one: a restart continues the count instead
-//! of starting over, and `--max_retries` bounds attempts across restarts.
+//! The worker's deliverer makes exactly one attempt per hand-out
+//! ([`crate::delivery::Deliverer::single_attempt`]), so every failed attempt is counted
+//! here, in the row, before the next one: a restart continues the count instead of
+//! starting over, and `--max_retries` bounds attempts across restarts. When the next
+//! attempt is due is the one [`RetryPolicy`] of live deliveries (`Retry-After`, the 429
+//! floor, jittered backoff).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::worker::Wakeup;
 use super::{Queue, QueueError, now_ms};
 use crate::action::{Outcome, RejectKind};
-use crate::delivery::Backoff;
+use crate::delivery::RetryPolicy;
 use crate::message::Metadata;
 use crate::observe::events::{self, Disposition};
+use crate::pipeline::persist::until_written;
 use crate::pipeline::{Job, Settle};
-
-/// ilert asks clients that got a 429 without `Retry-After` to wait 10 to 30 s.
-const RATE_LIMITED_WAIT: Duration = Duration::from_secs(10);
-
-/// When the next attempt of a failing row is due.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetrySchedule {
-    pub backoff: Backoff,
-    /// Attempts before a row is dead-lettered; `None` retries forever.
-    pub max_attempts: Option<u32>,
-}
-
-impl RetrySchedule {
-    /// `None` once `attempts` failed attempts use up the budget, else the wait before the
-    /// next one: the jittered backoff, at least ilert's advice after a 429.
-    pub fn next_wait(&self, attempts: u32, status: Option<u16>) -> Option<Duration> {
-        if self.max_attempts.is_some_and(|max| attempts >= max) {
-            return None;
-        }
-        let wait = self.backoff.delay(attempts, &mut rand::rng());
-        Some(if status == Some(429) {
-            wait.max(RATE_LIMITED_WAIT.min(self.backoff.max))
-        } else {
-            wait
-        })
-    }
-}
 
 /// The row a job came from, and how often it had failed before this attempt.
 pub struct QueueTicket {
@@ -55,7 +31,7 @@ pub struct QueueTicket {
 
 pub struct QueueSettler {
     pub queue: Queue,
-    pub schedule: RetrySchedule,
+    pub policy: RetryPolicy,
     /// Rows handed to the dispatcher and not settled yet; the worker leaves them out.
     pub in_flight: Arc<Mutex<HashSet<i64>>>,
     /// Tells the worker a slot and perhaps the next row of a key are free.
@@ -64,7 +40,8 @@ pub struct QueueSettler {
     pub abort: CancellationToken,
 }
 
-enum Change {
+/// What happens to the row.
+pub(crate) enum Change {
     Delete,
     Retry {
         attempts: u32,
@@ -78,50 +55,46 @@ enum Change {
     },
 }
 
-impl Settle for QueueSettler {
-    type Ticket = QueueTicket;
-
-    async fn settle(&self, job: Job<QueueTicket>, outcome: Outcome) {
-        let meta = &job.message.meta;
-        let id = job.ticket.id;
-        let (change, reported) = match &outcome {
-            Outcome::Delivered { .. } | Outcome::Skipped { .. } => (Some(Change::Delete), None),
-            Outcome::Interrupted { .. } => (None, None),
-            // One attempt failed transiently (the worker's deliverer tries once).
-            Outcome::Rejected {
-                kind: RejectKind::Exhausted,
-                reason,
+impl Change {
+    /// The change for `outcome` of a row that had failed `attempts_before` times, and the
+    /// rejection to report if the row is dead-lettered. `None`: leave the row as it is.
+    fn for_outcome(
+        outcome: &Outcome,
+        attempts_before: u32,
+        policy: &RetryPolicy,
+        meta: &Metadata,
+    ) -> Option<(Change, Option<Outcome>)> {
+        match outcome {
+            Outcome::Delivered { .. } | Outcome::Skipped { .. } | Outcome::Coalesced { .. } => {
+                Some((Change::Delete, None))
+            }
+            Outcome::Interrupted { .. } => None,
+            Outcome::Failed {
                 status,
-                ..
+                reason,
+                retry_after,
             } => {
-                let attempts = job.ticket.attempts.saturating_add(1);
-                let reason = last_failure(reason).to_string();
-                match self.schedule.next_wait(attempts, *status) {
+                let attempts = attempts_before.saturating_add(1);
+                match policy.after_failure(attempts, *status, *retry_after) {
                     Some(wait) => {
-                        events::queue_retry_scheduled(meta, attempts, &reason, wait);
+                        events::queue_retry_scheduled(meta, attempts, reason, wait);
                         let at_ms = now_ms()
                             .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
                         let change = Change::Retry {
                             attempts,
                             at_ms,
-                            error: reason,
+                            error: reason.clone(),
                         };
-                        (Some(change), None)
+                        Some((change, None))
                     }
                     None => {
-                        let reason = format!("gave up after {attempts} attempts: {reason}");
-                        let reported = Outcome::Rejected {
-                            kind: RejectKind::Exhausted,
-                            reason: reason.clone(),
-                            status: *status,
-                            attempts,
-                        };
-                        let change = Change::DeadLetter {
-                            kind: RejectKind::Exhausted,
+                        let reason = RetryPolicy::gave_up(attempts, reason);
+                        Some(dead_letter(
+                            RejectKind::Exhausted,
                             reason,
+                            *status,
                             attempts,
-                        };
-                        (Some(change), Some(reported))
+                        ))
                     }
                 }
             }
@@ -131,36 +104,58 @@ impl Settle for QueueSettler {
                 status,
                 attempts,
             } => {
-                let attempts = job.ticket.attempts.saturating_add(*attempts);
-                let reported = Outcome::Rejected {
-                    kind: *kind,
-                    reason: reason.clone(),
-                    status: *status,
-                    attempts,
-                };
-                let change = Change::DeadLetter {
-                    kind: *kind,
-                    reason: reason.clone(),
-                    attempts,
-                };
-                (Some(change), Some(reported))
+                let attempts = attempts_before.saturating_add(*attempts);
+                Some(dead_letter(*kind, reason.clone(), *status, attempts))
             }
+        }
+    }
+}
+
+fn dead_letter(
+    kind: RejectKind,
+    reason: String,
+    status: Option<u16>,
+    attempts: u32,
+) -> (Change, Option<Outcome>) {
+    let reported = Outcome::Rejected {
+        kind,
+        reason: reason.clone(),
+        status,
+        attempts,
+    };
+    let change = Change::DeadLetter {
+        kind,
+        reason,
+        attempts,
+    };
+    (change, Some(reported))
+}
+
+impl Settle for QueueSettler {
+    type Ticket = QueueTicket;
+
+    async fn settle(&self, job: Job<QueueTicket>, outcome: Outcome) {
+        let meta = &job.message.meta;
+        let id = job.ticket.id;
+        let decided = Change::for_outcome(&outcome, job.ticket.attempts, &self.policy, meta);
+        let (leaves, applied, reported) = match decided {
+            Some((change, reported)) => {
+                let leaves = matches!(change, Change::Delete | Change::DeadLetter { .. });
+                let applied = apply(&self.queue, id, change, meta, &self.abort).await;
+                (leaves, applied, reported)
+            }
+            None => (false, false, None),
         };
-        let leaves = matches!(change, Some(Change::Delete | Change::DeadLetter { .. }));
-        let applied = match change {
-            Some(change) => self.apply(id, change, meta).await,
-            None => false,
-        };
-        match (&outcome, reported) {
-            (_, Some(rejected)) if applied => {
+        match reported {
+            Some(rejected) if applied => {
                 events::dead_lettered(meta);
                 events::settled(meta, &rejected, Disposition::DeadLettered);
             }
-            (Outcome::Delivered { .. } | Outcome::Skipped { .. }, _)
-            | (Outcome::Interrupted { .. }, _) => {
+            Some(_) => {}
+            None if !matches!(outcome, Outcome::Failed { .. }) => {
                 events::settled(meta, &outcome, Disposition::Normal)
             }
-            _ => {}
+            None => {}
         }
         if let Ok(mut in_flight) = self.in_flight.lock() {
             in_flight.remove(&id);
@@ -173,94 +168,132 @@ impl Settle for QueueSettler {
     }
 }
 
-impl QueueSettler {
-    /// Writes the change, retrying a failing SQLite until it works or the drain deadline
-    /// passes (then the row stays as it was and is delivered again after the restart).
-    async fn apply(&self, id: i64, change: Change, meta: &Metadata) -> bool {
-        let change = Arc::new(change);
-        let backoff = Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(10),
-        };
-        let mut failures = 0;
-        loop {
+/// Writes `change` to row `id`, retrying a failing SQLite until it works or `abort`
+/// (then the row stays as it was and is delivered again after the restart).
+pub(crate) async fn apply(
+    queue: &Queue,
+    id: i64,
+    change: Change,
+    meta: &Metadata,
+    abort: &CancellationToken,
+) -> bool {
+    let change = Arc::new(change);
+    let dead_letter = matches!(change.as_ref(), Change::DeadLetter { .. });
+    until_written(
+        abort,
+        || {
             let work = Arc::clone(&change);
-            let result = self
-                .queue
-                .run(move |store| match work.as_ref() {
-                    Change::Delete => store.delete(id),
-                    Change::Retry {
-                        attempts,
-                        at_ms,
-                        error,
-                    } => store.schedule_retry(id, *attempts, *at_ms, error),
-                    Change::DeadLetter {
-                        kind,
-                        reason,
-                        attempts,
-                    } => store.dead_letter_queued(id, kind.as_str(), reason, *attempts),
-                })
-                .await;
-            match result {
-                Ok(()) => return true,
-                Err(QueueError::Closed) => return false,
-                Err(error) => {
-                    failures += 1;
-                    if matches!(change.as_ref(), Change::DeadLetter { .. }) {
-                        events::dead_letter_failed(meta, &error);
-                    } else {
-                        events::queue_error(&error);
-                    }
-                    let wait = backoff.delay(failures, &mut rand::rng());
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = self.abort.cancelled() => return false,
-                    }
-                }
+            async move {
+                queue
+                    .run(move |store| match work.as_ref() {
+                        Change::Delete => store.delete(id),
+                        Change::Retry {
+                            attempts,
+                            at_ms,
+                            error,
+                        } => store.schedule_retry(id, *attempts, *at_ms, error),
+                        Change::DeadLetter {
+                            kind,
+                            reason,
+                            attempts,
+                        } => store.dead_letter_queued(id, kind.as_str(), reason, *attempts),
+                    })
+                    .await
+                    .map_err(QueueError::retryable)
             }
-        }
-    }
-}
-
-/// The reason of the last attempt, without the deliverer's "gave up after N attempts: ".
-fn last_failure(reason: &str) -> &str {
-    match reason.strip_prefix("gave up after ") {
-        Some(rest) => rest
-            .split_once(" attempts: ")
-            .map_or(reason, |(_, last)| last),
-        None => reason,
-    }
+        },
+        |error| {
+            if dead_letter {
+                events::dead_letter_failed(meta, error);
+            } else {
+                events::queue_error(error);
+            }
+        },
+    )
+    .await
+    .is_some()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::Backoff;
+    use crate::message::SourceKind;
+    use std::time::Duration;
 
-    #[test]
-    fn the_budget_ends_at_max_attempts_and_429_waits_at_least_ten_seconds() {
-        let schedule = RetrySchedule {
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
             backoff: Backoff {
                 initial: Duration::from_millis(100),
                 max: Duration::from_secs(60),
             },
             max_attempts: Some(3),
-        };
-        assert!(schedule.next_wait(2, Some(503)).unwrap() <= Duration::from_millis(200));
-        assert!(schedule.next_wait(2, Some(429)).unwrap() >= Duration::from_secs(10));
-        assert_eq!(schedule.next_wait(3, Some(503)), None);
-        let forever = RetrySchedule {
-            max_attempts: None,
-            ..schedule
-        };
-        assert!(forever.next_wait(1_000, None).is_some());
+            max_retry_after: Duration::from_secs(900),
+        }
+    }
+
+    fn failed(retry_after: Option<Duration>) -> Outcome {
+        Outcome::Failed {
+            status: Some(429),
+            reason: "429 Too Many Requests".into(),
+            retry_after,
+        }
     }
 
     #[test]
-    fn the_deliverers_prefix_is_taken_off_the_reason() {
-        assert_eq!(
-            last_failure("gave up after 1 attempts: 503 Service Unavailable"),
-            "503 Service Unavailable"
+    fn a_failed_attempt_is_rescheduled_after_ilerts_retry_after() {
+        let meta = Metadata::new(SourceKind::Http, "/api/events");
+        let before = now_ms();
+        let Some((
+            Change::Retry {
+                attempts, at_ms, ..
+            },
+            None,
+        )) = Change::for_outcome(&failed(Some(Duration::from_secs(120))), 0, &policy(), &meta)
+        else {
+            panic!("expected a retry");
+        };
+        assert_eq!(attempts, 1);
+        assert!(at_ms >= before + 120_000, "waits the 120 s ilert asked for");
+    }
+
+    #[test]
+    fn the_attempt_that_uses_up_max_retries_dead_letters_the_row_with_the_count() {
+        let meta = Metadata::new(SourceKind::Mqtt, "t");
+        let Some((
+            Change::DeadLetter {
+                kind,
+                reason,
+                attempts,
+            },
+            Some(_),
+        )) = Change::for_outcome(&failed(None), 2, &policy(), &meta)
+        else {
+            panic!("expected a dead letter");
+        };
+        assert_eq!((kind, attempts), (RejectKind::Exhausted, 3));
+        assert_eq!(reason, "gave up after 3 attempts: 429 Too Many Requests");
+    }
+
+    #[test]
+    fn delivered_skipped_and_coalesced_rows_are_deleted_and_interrupted_ones_stay() {
+        let meta = Metadata::new(SourceKind::Mqtt, "t");
+        for outcome in [
+            Outcome::Skipped {
+                reason: "filter".into(),
+            },
+            Outcome::Coalesced {
+                reason: "in flight".into(),
+            },
+        ] {
+            assert!(matches!(
+                Change::for_outcome(&outcome, 0, &policy(), &meta),
+                Some((Change::Delete, None))
+            ));
+        }
+        assert!(
+            Change::for_outcome(&Outcome::Interrupted { attempts: 0 }, 0, &policy(), &meta)
+                .is_none()
         );
-        assert_eq!(last_failure("timeout"), "timeout");
     }
 }

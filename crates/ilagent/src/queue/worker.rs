@@ -28,10 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::settle::{QueueSettler, QueueTicket};
 use super::{Queue, now_ms};
-use crate::action::Action;
-use crate::message::{Message, SourceKind};
+use crate::message::SourceKind;
 use crate::observe::events;
-use crate::pipeline::{Dispatcher, Job};
+use crate::pipeline::{Dispatcher, Job, MessageRouter};
 
 /// The MQTT buffer's idle interval (the HTTP proxy's is 5 s, see `Worker::idle_poll`).
 pub const IDLE_POLL: Duration = Duration::from_secs(10);
@@ -76,13 +75,11 @@ impl Wakeup {
     }
 }
 
-/// Maps a queued message to its action (route and map, by source).
-pub type Mapper = Arc<dyn Fn(&Message) -> Action + Send + Sync>;
-
 pub struct Worker {
     pub queue: Queue,
     pub dispatcher: Dispatcher<QueueSettler>,
-    pub mapper: Mapper,
+    /// Route and map, as the source did when it received the message.
+    pub router: MessageRouter,
     /// Shared with the settler: rows being delivered.
     pub in_flight: Arc<Mutex<HashSet<i64>>>,
     /// Notified by writers and the settler.
@@ -187,7 +184,7 @@ impl Worker {
                 ids.insert(row.id);
             }
             let message = row.to_message();
-            let action = (self.mapper)(&message);
+            let action = self.router.action_for(&message);
             let ticket = QueueTicket {
                 id: row.id,
                 attempts: row.attempts,

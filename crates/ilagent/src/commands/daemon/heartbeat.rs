@@ -53,9 +53,11 @@ pub async fn ping_while_healthy(
             location: &"agent heartbeat",
             deadline: Some(next),
             cancel: &shutdown,
+            slots: None,
         };
         match deliverer.deliver(&action, &ctx).await {
             Outcome::Delivered { .. } => events::agent_heartbeat("pinged", ""),
+            Outcome::Coalesced { reason } => events::agent_heartbeat("coalesced", &reason),
             Outcome::Interrupted { .. } => return Ok(()),
             other => events::agent_heartbeat("failed", &format!("{other:?}")),
         }

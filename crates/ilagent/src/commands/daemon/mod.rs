@@ -20,13 +20,12 @@ use self::supervisor::Supervisor;
 use super::Exit;
 use crate::cli::{DaemonArgs, GlobalArgs};
 use crate::config::DaemonConfig;
-use crate::delivery::{Deliverer, RetryPolicy};
+use crate::delivery::Deliverer;
 use crate::ilert::{EventPath, IlertClient};
 use crate::observe::endpoints::{self, Ops};
 use crate::observe::health::{self, registry};
 use crate::observe::prometheus;
 use crate::queue::Queue;
-use crate::queue::settle::RetrySchedule;
 use crate::sources::http::HttpProxy;
 use crate::sources::kafka::KafkaSource;
 use crate::sources::mqtt::MqttSource;
@@ -50,16 +49,7 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
         config.retry,
         config.api_key.clone(),
     );
-    // Queued rows get one attempt per hand-out: the row counts the attempts, so a restart
-    // continues the count. Same client and rate budgets as live deliveries.
-    let queue_deliverer = deliverer.with_policy(RetryPolicy {
-        max_attempts: Some(1),
-        ..config.retry
-    });
-    let schedule = RetrySchedule {
-        backoff: config.retry.backoff,
-        max_attempts: config.retry.max_attempts,
-    };
+    deliverer.set_policy_cache_ttl(config.policy_cache_ttl);
 
     let shutdown = CancellationToken::new();
     crate::shutdown::cancel_on_signal(shutdown.clone());
@@ -140,8 +130,6 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
             topics: config.topics.clone(),
             mapping: Arc::new(config.mapping.clone()),
             deliverer: deliverer.clone(),
-            queue_deliverer: queue_deliverer.clone(),
-            schedule,
             event_path: config.event_path.clone(),
             shutdown_timeout: config.shutdown_timeout,
             queue,
@@ -165,8 +153,7 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
             config: http,
             queue,
             client: client.clone(),
-            queue_deliverer: queue_deliverer.clone(),
-            schedule,
+            deliverer: deliverer.clone(),
             event_path: config.event_path.clone().unwrap_or(EventPath::Generic),
             shutdown_timeout: config.shutdown_timeout,
         };

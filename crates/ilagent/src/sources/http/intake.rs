@@ -18,8 +18,7 @@ use serde_json::json;
 use super::ApiState;
 use super::reply::error;
 use crate::action::Action;
-use crate::mapping::{self, MessageKind};
-use crate::message::{Metadata, SourceKind};
+use crate::message::{Message, Metadata, SourceKind};
 use crate::observe::events;
 use crate::queue::{NewRow, StoredMeta, now_ms, order_key_column};
 
@@ -74,11 +73,16 @@ async fn accept(
         }
     };
 
-    let meta = Metadata::new(SourceKind::Http, path);
-    let action = mapping::map(&body, &meta, MessageKind::Event, &api.mapping);
+    let message = Message {
+        payload: body.to_vec(),
+        meta: Metadata::new(SourceKind::Http, path),
+    };
+    let action = api.router.action_for(&message);
     let event = match &action {
         Action::Event(event) => event,
-        Action::Invalid(reason) => return refuse(StatusCode::BAD_REQUEST, "INVALID_EVENT", reason),
+        Action::Invalid(reason) => {
+            return refuse(StatusCode::BAD_REQUEST, "INVALID_EVENT", reason.as_str());
+        }
         Action::Skip(_) | Action::Heartbeat(_) | Action::PolicyUpdate(_) => {
             return refuse(
                 StatusCode::BAD_REQUEST,
@@ -90,7 +94,7 @@ async fn accept(
     let row = NewRow {
         source: SourceKind::Http,
         topic: path.to_string(),
-        payload: body.to_vec(),
+        payload: message.payload,
         meta: StoredMeta::default(),
         // Fixed at the write, so the queue keeps the arrival order of each alert key.
         order_key: order_key_column(&action),
@@ -98,7 +102,7 @@ async fn accept(
     };
     match api.queue.insert(Arc::new(vec![row])).await {
         Ok(ids) => {
-            let mut meta = meta;
+            let mut meta = message.meta;
             meta.queue_id = ids.first().copied();
             events::received(&meta);
             events::queue_written(SourceKind::Http, 1);

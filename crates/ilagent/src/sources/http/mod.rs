@@ -31,12 +31,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::delivery::Deliverer;
 use crate::ilert::{EventPath, IlertClient};
-use crate::mapping::{self, MappingConfig, MessageKind};
+use crate::mapping::{MappingConfig, MessageKind};
 use crate::message::SourceKind;
-use crate::pipeline::Dispatcher;
+use crate::pipeline::{Dispatcher, MessageRouter};
 use crate::queue::Queue;
-use crate::queue::settle::{QueueSettler, RetrySchedule};
-use crate::queue::worker::{Mapper, Wakeup, Worker};
+use crate::queue::settle::QueueSettler;
+use crate::queue::worker::{Wakeup, Worker};
 use crate::secret::Secret;
 
 /// The proxy's idle poll: at most this long between looks at the queue with nothing due.
@@ -64,9 +64,8 @@ pub struct HttpProxy {
     pub queue: Queue,
     /// Forwards heartbeat pings.
     pub client: IlertClient,
-    /// Delivers queued rows: one attempt per hand-out, the row keeps the count.
-    pub queue_deliverer: Deliverer,
-    pub schedule: RetrySchedule,
+    /// Delivers queued rows (one attempt per hand-out, the row keeps the count).
+    pub deliverer: Deliverer,
     /// `--ilert_event_path`, else ilert's generic `/api/events`.
     pub event_path: EventPath,
     pub shutdown_timeout: Duration,
@@ -77,8 +76,9 @@ pub struct HttpProxy {
 struct ApiState {
     queue: Queue,
     wake: Arc<Wakeup>,
-    /// The ilert schema as it is: the proxy does not apply the broker mapping flags.
-    mapping: Arc<MappingConfig>,
+    /// Events in the ilert schema as it is: the proxy does not apply the broker mapping
+    /// flags.
+    router: MessageRouter,
     client: IlertClient,
     /// Cancelled when shutdown begins: new events are refused with 503 from then on.
     shutdown: CancellationToken,
@@ -95,7 +95,7 @@ impl HttpProxy {
         let state = ApiState {
             queue: self.queue.clone(),
             wake,
-            mapping,
+            router: MessageRouter::fixed(MessageKind::Event, Arc::clone(&mapping)),
             client: self.client.clone(),
             shutdown: shutdown.clone(),
             max_body: self.config.max_body,
@@ -132,31 +132,23 @@ impl HttpProxy {
         let abort = CancellationToken::new();
         let settler = QueueSettler {
             queue: self.queue.clone(),
-            schedule: self.schedule,
+            policy: *self.deliverer.policy(),
             in_flight: Arc::clone(&in_flight),
             wake: Arc::clone(wake),
             abort: abort.clone(),
         };
         let dispatcher = Dispatcher::new(
-            self.queue_deliverer
+            self.deliverer
+                .single_attempt()
                 .with_event_path(self.event_path.clone()),
             settler,
             MAX_IN_FLIGHT,
             abort.clone(),
         );
-        let mapping = Arc::clone(mapping);
-        let mapper: Mapper = Arc::new(move |message| {
-            mapping::map(
-                &message.payload,
-                &message.meta,
-                MessageKind::Event,
-                &mapping,
-            )
-        });
         let worker = Worker {
             queue: self.queue.clone(),
             dispatcher,
-            mapper,
+            router: MessageRouter::fixed(MessageKind::Event, Arc::clone(mapping)),
             in_flight,
             wake: Arc::clone(wake),
             abort,

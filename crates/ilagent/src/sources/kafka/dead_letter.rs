@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::KafkaTicket;
 use crate::action::Outcome;
-use crate::delivery::Backoff;
 use crate::observe::events;
 use crate::pipeline::Job;
+use crate::pipeline::persist::{WriteFailure, until_written};
 
 /// Header names on dead-letter records.
 pub mod headers {
@@ -81,37 +81,28 @@ impl DeadLetter {
             });
         }
 
-        let backoff = Backoff {
-            initial: Duration::from_millis(500),
-            max: Duration::from_secs(30),
-        };
-        let mut failures = 0;
-        loop {
-            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
-                .payload(&job.message.payload)
-                .headers(record_headers.clone());
-            if let Some(key) = &job.ticket.key {
-                record = record.key(key.as_slice());
-            }
-            let sent = tokio::select! {
-                sent = self.producer.send(record, Duration::from_secs(30)) => sent,
-                () = abort.cancelled() => return false,
-            };
-            match sent {
-                Ok(_) => {
-                    events::dead_lettered(&job.message.meta);
-                    return true;
+        let written = until_written(
+            abort,
+            || {
+                let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
+                    .payload(&job.message.payload)
+                    .headers(record_headers.clone());
+                if let Some(key) = &job.ticket.key {
+                    record = record.key(key.as_slice());
                 }
-                Err((error, _)) => {
-                    failures += 1;
-                    events::dead_letter_failed(&job.message.meta, &error);
-                    let wait = backoff.delay(failures, &mut rand::rng());
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = abort.cancelled() => return false,
-                    }
+                async move {
+                    self.producer
+                        .send(record, Duration::from_secs(30))
+                        .await
+                        .map_err(|(error, _)| WriteFailure::Retry(error))
                 }
-            }
+            },
+            |error| events::dead_letter_failed(&job.message.meta, error),
+        )
+        .await;
+        if written.is_some() {
+            events::dead_lettered(&job.message.meta);
         }
+        written.is_some()
     }
 }

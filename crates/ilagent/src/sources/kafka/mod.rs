@@ -33,7 +33,7 @@ use crate::config::{KafkaConfig, Topics};
 use crate::delivery::Deliverer;
 use crate::ilert::EventPath;
 use crate::mapping::MappingConfig;
-use crate::pipeline::{Dispatcher, Limits};
+use crate::pipeline::{Dispatcher, Limits, MessageRouter};
 
 use crate::sources::route::{Routes, TopicSyntax};
 
@@ -127,8 +127,7 @@ impl KafkaSource {
             consumer,
             ledgers,
             dispatcher,
-            routes,
-            mapping: self.mapping,
+            router: MessageRouter::by_topic(routes, self.mapping),
             shutdown,
             abort,
             shutdown_timeout: self.shutdown_timeout,

@@ -26,11 +26,9 @@ use super::KafkaTicket;
 use super::context::{AgentContext, commit_stored};
 use super::ledger::Ledgers;
 use super::settle::KafkaSettler;
-use crate::mapping::{self, MappingConfig};
 use crate::message::{Message, Metadata, SourceKind};
 use crate::observe::events;
-use crate::pipeline::{Dispatcher, Job};
-use crate::sources::route::Routes;
+use crate::pipeline::{Dispatcher, Job, MessageRouter};
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 /// How long the window may stay full before the partitions are paused.
@@ -45,8 +43,8 @@ pub struct PollLoop {
     pub consumer: Arc<BaseConsumer<AgentContext>>,
     pub ledgers: Arc<Ledgers>,
     pub dispatcher: Dispatcher<KafkaSettler>,
-    pub routes: Routes,
-    pub mapping: Arc<MappingConfig>,
+    /// Route and map.
+    pub router: MessageRouter,
     /// Cancelled on SIGINT/SIGTERM: stop taking messages and drain.
     pub shutdown: CancellationToken,
     /// Cancelled by this loop when the drain deadline passes.
@@ -120,13 +118,7 @@ impl PollLoop {
             return;
         }
         events::received(&message.meta);
-        let action = match self.routes.kind_of(&message.meta.topic) {
-            Some(kind) => mapping::map(&message.payload, &message.meta, kind, &self.mapping),
-            None => crate::action::Action::Invalid(format!(
-                "no route for topic `{}`",
-                message.meta.topic
-            )),
-        };
+        let action = self.router.action_for(&message);
         self.dispatcher.submit(
             slot,
             Job {

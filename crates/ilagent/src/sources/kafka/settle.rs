@@ -28,7 +28,7 @@ impl Settle for KafkaSettler {
 
     async fn settle(&self, job: Job<KafkaTicket>, outcome: Outcome) {
         let disposition = match (&outcome, &self.dead_letter) {
-            (Outcome::Interrupted { .. }, _) => {
+            (Outcome::Interrupted { .. } | Outcome::Failed { .. }, _) => {
                 // Not settled: the offset stays uncommitted and the message comes back.
                 events::settled(&job.message.meta, &outcome, Disposition::Normal);
                 return;

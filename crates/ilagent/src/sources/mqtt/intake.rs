@@ -8,28 +8,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{AckToken, Received};
 use super::settle::{Acker, MqttSettler, MqttTicket};
-use crate::action::Action;
-use crate::mapping::{self, MappingConfig};
 use crate::message::{Message, Metadata, SourceKind};
 use crate::observe::events;
-use crate::pipeline::{Dispatcher, Job};
+use crate::pipeline::persist::until_written;
+use crate::pipeline::{Dispatcher, Job, MessageRouter};
 use crate::queue::worker::Wakeup;
-use crate::queue::{NewRow, Queue, StoredMeta, now_ms, order_key_column};
-use crate::sources::route::Routes;
+use crate::queue::{NewRow, Queue, QueueError, StoredMeta, now_ms, order_key_column};
 
 /// How many received messages one SQLite commit takes at most.
 const BUFFER_BATCH: usize = 512;
-
-/// Route and map: what a message from `topic` asks for.
-pub fn action_for(routes: &Routes, mapping: &MappingConfig, message: &Message) -> Action {
-    match routes.kind_of(&message.meta.topic) {
-        Some(kind) => mapping::map(&message.payload, &message.meta, kind, mapping),
-        None => Action::Invalid(format!(
-            "no route for topic `{}`: it matches none of -e, -r and --policy_topic",
-            message.meta.topic
-        )),
-    }
-}
 
 fn split(received: Received) -> (Message, Option<AckToken>, u64) {
     let mut meta = Metadata::new(SourceKind::Mqtt, received.topic);
@@ -51,8 +38,7 @@ fn split(received: Received) -> (Message, Option<AckToken>, u64) {
 pub async fn direct(
     mut received: mpsc::UnboundedReceiver<Received>,
     dispatcher: Dispatcher<MqttSettler>,
-    routes: Routes,
-    mapping: Arc<MappingConfig>,
+    router: MessageRouter,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -70,7 +56,7 @@ pub async fn direct(
         let Some(slot) = slot else { break };
         let (message, ack, epoch) = split(next);
         events::received(&message.meta);
-        let action = action_for(&routes, &mapping, &message);
+        let action = router.action_for(&message);
         dispatcher.submit(
             slot,
             Job {
@@ -84,13 +70,11 @@ pub async fn direct(
 
 /// Buffered: messages are committed to SQLite in batches, then acknowledged, then the
 /// worker is woken. A message is acknowledged only once its row is on disk.
-#[allow(clippy::too_many_arguments)]
 pub async fn buffered(
     mut received: mpsc::UnboundedReceiver<Received>,
     queue: Queue,
     acker: Acker,
-    routes: Routes,
-    mapping: Arc<MappingConfig>,
+    router: MessageRouter,
     wake: Arc<Wakeup>,
     shutdown: CancellationToken,
 ) {
@@ -111,7 +95,7 @@ pub async fn buffered(
             events::received(&message.meta);
             // The order key is fixed at the write, so the queue keeps the arrival order
             // of each alert key whatever happens later.
-            let order_key = order_key_column(&action_for(&routes, &mapping, &message));
+            let order_key = order_key_column(&router.action_for(&message));
             rows.push(NewRow {
                 source: SourceKind::Mqtt,
                 meta: StoredMeta::from_metadata(&message.meta),
@@ -143,21 +127,14 @@ async fn write_until_committed(
     rows: Arc<Vec<NewRow>>,
     shutdown: &CancellationToken,
 ) -> bool {
-    let mut failures = 0u32;
-    loop {
-        match queue.insert(Arc::clone(&rows)).await {
-            Ok(_) => return true,
-            Err(error) => {
-                failures = failures.saturating_add(1);
-                events::queue_error(&error);
-                let wait = std::time::Duration::from_millis(200)
-                    .saturating_mul(1 << failures.min(6))
-                    .min(std::time::Duration::from_secs(10));
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = shutdown.cancelled() => return false,
-                }
-            }
-        }
-    }
+    until_written(
+        shutdown,
+        || {
+            let rows = Arc::clone(&rows);
+            async move { queue.insert(rows).await.map_err(QueueError::retryable) }
+        },
+        |error| events::queue_error(error),
+    )
+    .await
+    .is_some()
 }

@@ -37,10 +37,10 @@ use crate::delivery::Deliverer;
 use crate::ilert::EventPath;
 use crate::mapping::MappingConfig;
 use crate::message::SourceKind;
-use crate::pipeline::Dispatcher;
+use crate::pipeline::{Dispatcher, MessageRouter};
 use crate::queue::Queue;
-use crate::queue::settle::{QueueSettler, RetrySchedule};
-use crate::queue::worker::{IDLE_POLL, Mapper, Wakeup, Worker};
+use crate::queue::settle::QueueSettler;
+use crate::queue::worker::{IDLE_POLL, Wakeup, Worker};
 use crate::sources::route::{Routes, TopicSyntax};
 
 pub use self::connection::reconnect_delay;
@@ -55,11 +55,9 @@ pub struct MqttSource {
     pub config: MqttConfig,
     pub topics: Topics,
     pub mapping: Arc<MappingConfig>,
-    /// Delivers live messages (non-buffered), retrying in memory.
+    /// Delivers live messages (non-buffered), retrying in memory; its single-attempt
+    /// twin delivers queued rows.
     pub deliverer: Deliverer,
-    /// Delivers queued rows: one attempt per call, the row keeps the count.
-    pub queue_deliverer: Deliverer,
-    pub schedule: RetrySchedule,
     /// `--ilert_event_path`, or the MQTT alert-source path.
     pub event_path: Option<EventPath>,
     pub shutdown_timeout: Duration,
@@ -134,7 +132,8 @@ impl MqttSource {
             .clone()
             .unwrap_or_else(|| EventPath::PerKey(EventPath::MQTT.to_string()));
         let wake = Arc::new(Wakeup::default());
-        let worker = self.spawn_worker(&queue, &routes, &path, &wake, &shutdown);
+        let router = MessageRouter::by_topic(routes, Arc::clone(&self.mapping));
+        let worker = self.spawn_worker(&queue, &router, &path, &wake, &shutdown);
         let acker = Acker {
             client: client.clone(),
             shared: Arc::clone(&shared),
@@ -144,8 +143,7 @@ impl MqttSource {
                 intake_rx,
                 queue.clone(),
                 acker,
-                routes,
-                Arc::clone(&self.mapping),
+                router,
                 wake,
                 shutdown.clone(),
             )
@@ -163,14 +161,7 @@ impl MqttSource {
                 self.config.max_in_flight,
                 abort.clone(),
             );
-            intake::direct(
-                intake_rx,
-                dispatcher.clone(),
-                routes,
-                Arc::clone(&self.mapping),
-                shutdown.clone(),
-            )
-            .await;
+            intake::direct(intake_rx, dispatcher.clone(), router, shutdown.clone()).await;
             drain(&dispatcher, &abort, self.shutdown_timeout).await;
         }
         let stopped_early = !shutdown.is_cancelled();
@@ -200,7 +191,7 @@ impl MqttSource {
     fn spawn_worker(
         &self,
         queue: &Queue,
-        routes: &Routes,
+        router: &MessageRouter,
         path: &EventPath,
         wake: &Arc<Wakeup>,
         shutdown: &CancellationToken,
@@ -209,24 +200,23 @@ impl MqttSource {
         let abort = CancellationToken::new();
         let settler = QueueSettler {
             queue: queue.clone(),
-            schedule: self.schedule,
+            policy: *self.deliverer.policy(),
             in_flight: Arc::clone(&in_flight),
             wake: Arc::clone(wake),
             abort: abort.clone(),
         };
         let dispatcher = Dispatcher::new(
-            self.queue_deliverer.with_event_path(path.clone()),
+            self.deliverer
+                .single_attempt()
+                .with_event_path(path.clone()),
             settler,
             self.config.max_in_flight,
             abort.clone(),
         );
-        let (routes, mapping) = (routes.clone(), Arc::clone(&self.mapping));
-        let mapper: Mapper =
-            Arc::new(move |message| intake::action_for(&routes, &mapping, message));
         let worker = Worker {
             queue: queue.clone(),
             dispatcher,
-            mapper,
+            router: router.clone(),
             in_flight,
             wake: Arc::clone(wake),
             abort,

@@ -4,16 +4,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::client::{AckToken, Client};
 use super::connection::Shared;
 use crate::action::Outcome;
-use crate::delivery::Backoff;
 use crate::message::Metadata;
 use crate::observe::events::{self, Disposition};
+use crate::pipeline::persist::until_written;
 use crate::pipeline::{Job, Settle};
 use crate::queue::{NewDeadLetter, Queue, QueueError, StoredMeta, now_ms, order_key_column};
 
@@ -58,7 +57,7 @@ impl Settle for MqttSettler {
 
     async fn settle(&self, job: Job<MqttTicket>, outcome: Outcome) {
         let disposition = match &outcome {
-            Outcome::Interrupted { .. } => {
+            Outcome::Interrupted { .. } | Outcome::Failed { .. } => {
                 events::settled(&job.message.meta, &outcome, Disposition::Normal);
                 return;
             }
@@ -105,32 +104,23 @@ impl MqttSettler {
             created_at_ms: crate::queue::record::unix_ms(job.message.meta.received_at)
                 .min(now_ms()),
         });
-        let backoff = Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(10),
-        };
-        let mut failures = 0;
-        loop {
-            let record = Arc::clone(&letter);
-            match self
-                .dead_letters
-                .run(move |store| store.add_dead_letter(&record))
-                .await
-            {
-                Ok(_) => {
-                    events::dead_lettered(&job.message.meta);
-                    return true;
+        let written = until_written(
+            &self.abort,
+            || {
+                let record = Arc::clone(&letter);
+                async move {
+                    self.dead_letters
+                        .run(move |store| store.add_dead_letter(&record))
+                        .await
+                        .map_err(QueueError::retryable)
                 }
-                Err(QueueError::Closed) => return false,
-                Err(error) => {
-                    failures += 1;
-                    events::dead_letter_failed(&job.message.meta, &error);
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff.delay(failures, &mut rand::rng())) => {}
-                        () = self.abort.cancelled() => return false,
-                    }
-                }
-            }
+            },
+            |error| events::dead_letter_failed(&job.message.meta, error),
+        )
+        .await;
+        if written.is_some() {
+            events::dead_lettered(&job.message.meta);
         }
+        written.is_some()
     }
 }

@@ -1,0 +1,64 @@
+//! Route and map, the one step every source runs between receiving a message and handing
+//! it to the dispatcher: which kind of message its topic carries (the `-e`, `-r` and
+//! `--policy_topic` rules, [`Routes`]), then what mapping makes of its payload.
+//!
+//! The SQLite queue stores raw messages and runs the same step again at delivery, so a
+//! message maps to the same action whichever way it travels.
+
+use std::sync::Arc;
+
+use crate::action::Action;
+use crate::mapping::{self, MappingConfig, MessageKind};
+use crate::message::Message;
+use crate::sources::route::Routes;
+
+/// Where the kind of a message comes from.
+#[derive(Clone, Debug)]
+enum Kinds {
+    /// From its topic.
+    ByTopic(Routes),
+    /// Always the same (the HTTP proxy takes events only).
+    Fixed(MessageKind),
+}
+
+/// Route and map. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct MessageRouter {
+    kinds: Kinds,
+    mapping: Arc<MappingConfig>,
+}
+
+impl MessageRouter {
+    /// Messages whose topic decides their kind.
+    pub fn by_topic(routes: Routes, mapping: Arc<MappingConfig>) -> Self {
+        MessageRouter {
+            kinds: Kinds::ByTopic(routes),
+            mapping,
+        }
+    }
+
+    /// Messages that are all of one kind.
+    pub fn fixed(kind: MessageKind, mapping: Arc<MappingConfig>) -> Self {
+        MessageRouter {
+            kinds: Kinds::Fixed(kind),
+            mapping,
+        }
+    }
+
+    /// What `message` asks for.
+    pub fn action_for(&self, message: &Message) -> Action {
+        let kind = match &self.kinds {
+            Kinds::Fixed(kind) => *kind,
+            Kinds::ByTopic(routes) => match routes.kind_of(&message.meta.topic) {
+                Some(kind) => kind,
+                None => {
+                    return Action::Invalid(format!(
+                        "no route for topic `{}`: it matches none of -e, -r and --policy_topic",
+                        message.meta.topic
+                    ));
+                }
+            },
+        };
+        mapping::map(&message.payload, &message.meta, kind, &self.mapping)
+    }
+}
