@@ -95,6 +95,32 @@ pub fn evaluate(rows: &[Row]) -> Vec<TargetCheck> {
                     row.status_429_percent() < 2.0,
                 ));
             }
+            "storm" => {
+                checks.push(check(
+                    row,
+                    "other keys' p99 end to end < 250 ms",
+                    format!("p50 {} ms, p99 {} ms", row.p50_ms, row.p99_ms),
+                    row.p99_ms < 250,
+                ));
+                if let Some(min) = row.theoretical_min_seconds {
+                    checks.push(check(
+                        row,
+                        "hot key drains within 1.05x its minimum",
+                        format!(
+                            "{:.1} s / {min:.0} s = {:.3}x",
+                            row.seconds,
+                            row.seconds / min
+                        ),
+                        row.seconds <= 1.05 * min,
+                    ));
+                }
+                checks.push(check(
+                    row,
+                    "no 429",
+                    format!("{} of {} requests", row.status_429, row.requests),
+                    row.status_429 == 0,
+                ));
+            }
             "latency-steady" => {
                 // Added by the agent when the bare consumer beside it measured the broker
                 // path; end to end otherwise.

@@ -9,8 +9,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::eventually;
 use http_support::*;
-use ilert_standin::{Behaviour, StandIn};
+use ilert_standin::{Behaviour, Scripted, StandIn};
 use serde_json::json;
 use testkit::free_port;
 
@@ -346,6 +347,101 @@ async fn heartbeats_are_forwarded_at_once_with_ilerts_status_and_a_slow_one_hold
     });
     let response = beat(reqwest::Method::GET, "il1hbt-slower").await.unwrap();
     assert_eq!(response.status(), 504);
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[tokio::test]
+async fn a_storm_on_one_integration_key_does_not_hold_up_another_at_ilerts_default_budget() {
+    // 600 hosts of one alert source fire at once: far over its 50/min budget, and more
+    // alert keys than the proxy delivers at once. A second alert source posts 5 events.
+    const HOSTS: usize = 600;
+    let stand_in = StandIn::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("storm.db3");
+    let port = free_port();
+    let agent = start_proxy(&stand_in.url(), &db, port, &[]);
+    wait_up(&agent, port).await;
+    let client = client();
+    for host in 0..HOSTS {
+        let body = json!({
+            "integrationKey": "il1api-hot",
+            "eventType": "ALERT",
+            "summary": format!("host {host} is down"),
+            "alertKey": format!("host-{host}"),
+        });
+        assert_eq!(post_event(&client, port, &body).await.0, 202);
+    }
+    for seq in 0..5 {
+        let body = json!({
+            "integrationKey": "il1api-quiet",
+            "eventType": "ALERT",
+            "summary": format!("quiet event {seq}"),
+            "alertKey": "db",
+            "customDetails": { "seq": seq },
+        });
+        assert_eq!(post_event(&client, port, &body).await.0, 202);
+    }
+
+    let quiet = |stand_in: &StandIn| {
+        stand_in
+            .events()
+            .iter()
+            .filter(|e| e["integrationKey"] == "il1api-quiet")
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || quiet(&stand_in) == 5).await,
+        "{} of the quiet key's 5 events arrived while the hot key waits for its budget; log:\n{}",
+        quiet(&stand_in),
+        agent.log()
+    );
+    let hot = stand_in
+        .requests()
+        .iter()
+        .filter(|r| r.key.as_deref() == Some("il1api-hot"))
+        .count();
+    assert!(
+        hot <= 50,
+        "the hot key stays inside its budget: {hot} requests"
+    );
+    assert!(
+        stand_in.requests().iter().all(|r| r.status != 429),
+        "no request was answered 429"
+    );
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[tokio::test]
+async fn a_queued_event_is_retried_when_ilerts_retry_after_says_not_at_the_429_floor() {
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.script([Scripted::RetryAfterSeconds {
+        status: 429,
+        seconds: 3,
+    }]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("retry-after.db3");
+    let port = free_port();
+    let agent = start_proxy(&stand_in.url(), &db, port, &[]);
+    wait_up(&agent, port).await;
+    assert_eq!(post_event(&client(), port, &event(1, 0)).await.0, 202);
+
+    assert!(
+        wait_for_events(&stand_in, 1, WAIT).await,
+        "log:\n{}",
+        agent.log()
+    );
+    let requests = stand_in.requests();
+    assert_eq!(requests.len(), 2, "one 429, then the delivery");
+    assert_eq!((requests[0].status, requests[1].status), (429, 202));
+    let waited = requests[1].received_at_ms - requests[0].received_at_ms;
+    // ilert asked for 3 s: not sooner, and not the 10 s floor used when it says nothing.
+    assert!(
+        (2_900..9_000).contains(&waited),
+        "retried after {waited} ms; log:\n{}",
+        agent.log()
+    );
     let (code, log) = agent.stop().await;
     assert_eq!(code, Some(0), "{log}");
 }

@@ -1,0 +1,211 @@
+//! The key-ordered dispatcher under storms, with the deliverer against the ilert stand-in
+//! over real HTTP and a recording settle step: a key that waits for its rate budget holds
+//! no delivery slot, heartbeat pings coalesce instead of queueing behind their budget.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ilagent::action::{Action, Outcome};
+use ilagent::delivery::{Budget, Budgets, Deliverer, RetryPolicy};
+use ilagent::ilert::{ClientSettings, Event, EventType, IlertClient};
+use ilagent::message::{Message, Metadata, SourceKind};
+use ilagent::pipeline::{Dispatcher, Job, Limits, Settle};
+use ilagent::secret::Secret;
+use ilert_standin::{RequestKind, Scripted, StandIn};
+use tokio_util::sync::CancellationToken;
+
+/// Records each settled message's ticket and outcome, in settle order.
+#[derive(Clone, Default)]
+struct Recorder {
+    settled: Arc<Mutex<Vec<(String, Outcome)>>>,
+}
+
+impl Settle for Recorder {
+    type Ticket = String;
+
+    async fn settle(&self, job: Job<String>, outcome: Outcome) {
+        self.settled.lock().unwrap().push((job.ticket, outcome));
+    }
+}
+
+impl Recorder {
+    fn outcomes(&self) -> Vec<(String, Outcome)> {
+        self.settled.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, ticket: &str, timeout: Duration) -> Option<Outcome> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if let Some((_, outcome)) = self.outcomes().into_iter().find(|(t, _)| t == ticket) {
+                return Some(outcome);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+}
+
+fn deliverer(stand_in: &StandIn, budgets: Budgets) -> Deliverer {
+    let url = reqwest::Url::parse(&stand_in.url()).unwrap();
+    let client = IlertClient::new(&ClientSettings {
+        api_url: url.clone(),
+        beat_url: url,
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    Deliverer::new(client, budgets, RetryPolicy::default(), None)
+}
+
+fn dispatcher(
+    deliverer: Deliverer,
+    recorder: &Recorder,
+    max_in_flight: usize,
+) -> Dispatcher<Recorder> {
+    Dispatcher::with_limits(
+        deliverer,
+        recorder.clone(),
+        Limits {
+            max_in_flight,
+            max_buffered: 10_000,
+            max_buffered_bytes: 16 * 1024 * 1024,
+        },
+        CancellationToken::new(),
+    )
+}
+
+fn alert(integration_key: &str, alert_key: &str) -> Action {
+    let mut event = Event::new(Secret::new(integration_key), EventType::Alert);
+    event.summary = Some(format!("{alert_key} is down"));
+    event.alert_key = Some(alert_key.to_string());
+    Action::Event(Box::new(event))
+}
+
+fn submit(dispatcher: &Dispatcher<Recorder>, ticket: &str, action: Action) {
+    let slot = dispatcher.try_reserve().expect("the window has room");
+    dispatcher.submit(
+        slot,
+        Job {
+            ticket: ticket.to_string(),
+            message: Message {
+                payload: Vec::new(),
+                meta: Metadata::new(SourceKind::Kafka, "events"),
+            },
+            action,
+        },
+    );
+}
+
+#[tokio::test]
+async fn alert_keys_waiting_for_their_integration_keys_budget_hold_no_delivery_slot() {
+    let stand_in = StandIn::start().await.unwrap();
+    // One request a minute per integration key, one request on the wire at a time: the
+    // hot key's first alert goes out, its other three wait about a minute each.
+    let budgets = Budgets {
+        integration: Budget::per_minute(1),
+        ..Budgets::default()
+    };
+    let recorder = Recorder::default();
+    let dispatcher = dispatcher(deliverer(&stand_in, budgets), &recorder, 1);
+    for host in 0..4 {
+        submit(
+            &dispatcher,
+            &format!("hot-{host}"),
+            alert("il1hot", &format!("host-{host}")),
+        );
+    }
+    submit(&dispatcher, "quiet", alert("il1quiet", "db"));
+
+    let quiet = recorder.wait_for("quiet", Duration::from_secs(20)).await;
+    assert!(
+        matches!(quiet, Some(Outcome::Delivered { .. })),
+        "the quiet key is not held up by the hot key's waiting alert keys: {quiet:?}"
+    );
+    let sent: Vec<String> = stand_in
+        .requests()
+        .iter()
+        .filter_map(|r| r.key.clone())
+        .collect();
+    assert_eq!(
+        sent.iter().filter(|k| *k == "il1hot").count(),
+        1,
+        "the hot key stays inside its budget: {sent:?}"
+    );
+    assert_eq!(sent.iter().filter(|k| *k == "il1quiet").count(), 1);
+}
+
+#[tokio::test]
+async fn pings_of_a_heartbeat_with_a_ping_in_flight_are_coalesced() {
+    let stand_in = StandIn::start().await.unwrap();
+    // The first ping takes two seconds to answer.
+    stand_in.script([Scripted::Delay { ms: 2_000 }]);
+    let recorder = Recorder::default();
+    let dispatcher = dispatcher(deliverer(&stand_in, Budgets::default()), &recorder, 16);
+    for ping in 0..5 {
+        submit(
+            &dispatcher,
+            &format!("ping-{ping}"),
+            Action::Heartbeat(Secret::new("il1hbt-plc")),
+        );
+    }
+    assert!(
+        matches!(
+            recorder.wait_for("ping-0", Duration::from_secs(20)).await,
+            Some(Outcome::Delivered { .. })
+        ),
+        "{:?}",
+        recorder.outcomes()
+    );
+    tokio::time::timeout(Duration::from_secs(10), dispatcher.drained())
+        .await
+        .expect("every ping settled");
+    let outcomes = recorder.outcomes();
+    let coalesced = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Coalesced { .. }))
+        .count();
+    assert_eq!(coalesced, 4, "{outcomes:?}");
+    let pings = stand_in
+        .requests()
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.kind,
+                RequestKind::HeartbeatPing | RequestKind::HeartbeatLegacy
+            )
+        })
+        .count();
+    assert_eq!(pings, 1, "ilert saw one ping");
+}
+
+#[tokio::test]
+async fn pings_beyond_a_heartbeats_budget_are_coalesced_at_once_instead_of_waiting() {
+    let stand_in = StandIn::start().await.unwrap();
+    let recorder = Recorder::default();
+    // ilert's default: five pings a minute per heartbeat key.
+    let dispatcher = dispatcher(deliverer(&stand_in, Budgets::default()), &recorder, 16);
+    for ping in 0..8 {
+        let ticket = format!("ping-{ping}");
+        submit(
+            &dispatcher,
+            &ticket,
+            Action::Heartbeat(Secret::new("il1hbt-pump")),
+        );
+        // One after the other, so none is coalesced for being in flight.
+        let outcome = recorder.wait_for(&ticket, Duration::from_secs(10)).await;
+        assert!(
+            outcome.is_some(),
+            "ping {ping} settled without waiting for the budget"
+        );
+    }
+    let outcomes = recorder.outcomes();
+    let delivered = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Delivered { .. }))
+        .count();
+    let coalesced = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Coalesced { .. }))
+        .count();
+    assert_eq!((delivered, coalesced), (5, 3), "{outcomes:?}");
+}
