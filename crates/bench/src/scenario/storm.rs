@@ -193,8 +193,8 @@ pub async fn run(agent_binary: &std::path::Path) -> Result<Row> {
     quiet_latencies.sort_unstable();
     let min = theoretical_min_seconds();
     let drain = hot_last.saturating_sub(hot_first) as f64 / 1000.0;
-    row.p50_ms = percentile(&quiet_latencies, 0.50) as u64;
-    row.p99_ms = percentile(&quiet_latencies, 0.99) as u64;
+    row.p50_ms = percentile(&quiet_latencies, 0.50);
+    row.p99_ms = percentile(&quiet_latencies, 0.99);
     row.theoretical_min_seconds = Some(min);
     row.seconds = drain;
     row.notes.push(format!(
