@@ -3,13 +3,18 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use ilagent::cli::Cli;
 use ilagent::commands::{self, Exit};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, ignored) = Cli::parse_from_env();
     ilagent::logging::init(cli.global.verbose, cli.global.log_format);
+    for variable in ignored {
+        tracing::debug!(
+            variable,
+            "ignored: it holds a Kubernetes service link, not a port"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -704,3 +704,32 @@ async fn daemon_pings_its_own_heartbeat_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_kubernetes_service_link_in_our_port_variables_does_not_stop_the_agent() {
+    // A Service named `ilagent` gives every pod of the namespace this variable.
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ilagent"));
+    command
+        .args(["daemon", "-vvv", "--policy_topic", "x"])
+        .env("ILAGENT_PORT", "tcp://10.96.0.12:8977")
+        .env("ILAGENT_MQTT_PORT", "tcp://10.96.0.13:1883")
+        .env("ILAGENT_METRICS_PORT", "tcp://10.96.0.14:9977")
+        .env_remove("RUST_LOG");
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = stderr(&output);
+    // The topic needs a broker: the agent gets as far as validating the sources, so no
+    // port variable was read as a port.
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(!text.contains("invalid value"), "{text}");
+    assert!(text.contains("broker"), "{text}");
+}
+
+#[tokio::test]
+async fn the_version_continues_the_ilagent_line_above_0_9() {
+    let output = ilagent(None, &["--version"]).await;
+    let version = stdout(&output);
+    assert!(version.starts_with("ilagent 1."), "{version}");
+}

@@ -53,7 +53,7 @@ pub struct DaemonArgs {
     pub heartbeat: Option<String>,
 
     /// How often to ping the -b heartbeat.
-    #[arg(long, env = "ILAGENT_HEARTBEAT_INTERVAL", value_parser = parse_duration, default_value = "60s", help_heading = "Sources")]
+    #[arg(long, env = "ILAGENT_HEARTBEAT_INTERVAL", value_parser = parse_duration, default_value = "30s", help_heading = "Sources")]
     pub heartbeat_interval: Duration,
 
     /// Topic carrying events (repeatable; MQTT wildcards allowed).

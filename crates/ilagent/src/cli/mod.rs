@@ -17,6 +17,7 @@ mod daemon;
 mod kafka;
 mod mqtt;
 mod queue;
+mod service_links;
 
 pub use daemon::DaemonArgs;
 pub use kafka::{KafkaArgs, OffsetReset, SaslMechanism, SecurityProtocol};
@@ -35,6 +36,23 @@ pub struct Cli {
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the command line and the environment, as [`clap::Parser::parse`] does (exiting
+    /// with clap's message on an error), except that Kubernetes service links in our
+    /// variables are ignored ([`service_links`]); returns the variables ignored, for a
+    /// debug line once logging is set up.
+    pub fn parse_from_env() -> (Cli, Vec<&'static str>) {
+        use clap::{CommandFactory, FromArgMatches};
+        let (command, ignored) =
+            service_links::ignore_service_links(Cli::command(), |name| std::env::var(name).ok());
+        let matches = command.get_matches();
+        match Cli::from_arg_matches(&matches) {
+            Ok(cli) => (cli, ignored),
+            Err(error) => error.exit(),
+        }
+    }
 }
 
 /// Flags every command takes, before or after the command name.

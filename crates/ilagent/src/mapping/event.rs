@@ -1,5 +1,11 @@
 //! Builds an ilert [`Event`] from a JSON object, checking every field as ilert would so
 //! that a bad payload is rejected here, with a reason, instead of by ilert.
+//!
+//! Broker messages get ilagent 0.9's defaults, which existing producers rely on: no event
+//! type means ALERT, and a field named by `--map_key_etype`, `--map_key_summary` or
+//! `--map_key_alert_key` that a payload lacks falls back to the default field
+//! (`eventType`, `summary`, `alertKey`). The HTTP proxy takes ilert's own schema, so a
+//! body posted there needs its `eventType`, as ilert's API does.
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -13,6 +19,10 @@ use crate::secret::Secret;
 /// Field names of the ilert event schema that are not remappable by flags.
 const INTEGRATION_KEY: &str = "integrationKey";
 const INTEGRATION_KEY_ALIAS: &str = "apiKey";
+/// The default fields a mapped field falls back to.
+const EVENT_TYPE: &str = "eventType";
+const SUMMARY: &str = "summary";
+const ALERT_KEY: &str = "alertKey";
 
 pub(super) fn build(
     object: &Map<String, Value>,
@@ -20,10 +30,13 @@ pub(super) fn build(
     config: &MappingConfig,
 ) -> Result<Event, String> {
     let integration_key = integration_key(object, config.event_key.as_ref())?;
-    let event_type = event_type(object, config)?;
+    let event_type = event_type(object, meta, config)?;
     let mut event = Event::new(integration_key, event_type);
 
-    event.summary = text_field(object, &config.summary_field)?;
+    event.summary = text_field(
+        object,
+        mapped_or_default(object, &config.summary_field, SUMMARY),
+    )?;
     if event_type == EventType::Alert && event.summary.as_deref().is_none_or(str::is_empty) {
         // ilert requires a summary for ALERT; the HTTP proxy takes ilert's schema as it is
         // and says so, while broker messages get one naming their topic.
@@ -33,7 +46,10 @@ pub(super) fn build(
         event.summary = Some(format!("New alert from {}", meta.topic));
     }
     event.details = text_field(object, &FieldPath::new("details"))?;
-    event.alert_key = text_field(object, &config.alert_key_field)?;
+    event.alert_key = text_field(
+        object,
+        mapped_or_default(object, &config.alert_key_field, ALERT_KEY),
+    )?;
     event.routing_key = text_field(object, &FieldPath::new("routingKey"))?;
     event.priority = text_field(object, &FieldPath::new("priority"))?
         .map(|p| {
@@ -74,11 +90,44 @@ fn integration_key(object: &Map<String, Value>, fixed: Option<&Secret>) -> Resul
     }
 }
 
-fn event_type(object: &Map<String, Value>, config: &MappingConfig) -> Result<EventType, String> {
-    let field = &config.event_type_field;
-    let value = field
-        .lookup(object)
-        .ok_or_else(|| format!("missing event type: the payload has no `{field}` field"))?;
+/// `field` if the payload has it, else the default field of that name (0.9's fallback).
+fn mapped_or_default<'a>(
+    object: &Map<String, Value>,
+    field: &'a FieldPath,
+    default: &'static str,
+) -> &'a FieldPath {
+    static DEFAULTS: std::sync::OnceLock<[FieldPath; 3]> = std::sync::OnceLock::new();
+    let defaults = DEFAULTS.get_or_init(|| {
+        [
+            FieldPath::new(EVENT_TYPE),
+            FieldPath::new(SUMMARY),
+            FieldPath::new(ALERT_KEY),
+        ]
+    });
+    if field.lookup(object).is_some() {
+        return field;
+    }
+    defaults
+        .iter()
+        .find(|d| d.as_str() == default)
+        .filter(|d| d.lookup(object).is_some())
+        .unwrap_or(field)
+}
+
+fn event_type(
+    object: &Map<String, Value>,
+    meta: &Metadata,
+    config: &MappingConfig,
+) -> Result<EventType, String> {
+    let field = mapped_or_default(object, &config.event_type_field, EVENT_TYPE);
+    let Some(value) = field.lookup(object) else {
+        if meta.source == SourceKind::Http {
+            return Err(format!(
+                "field `{field}` is required: ALERT, ACCEPT, RESOLVE or COMMENT"
+            ));
+        }
+        return Ok(EventType::Alert);
+    };
     let text = scalar_text(value)
         .ok_or_else(|| format!("field `{field}` must be a string, got {}", type_name(value)))?;
     let mapped = [
@@ -95,7 +144,7 @@ fn event_type(object: &Map<String, Value>, config: &MappingConfig) -> Result<Eve
     }
     text.parse::<EventType>().map_err(|_| {
         format!(
-            "unknown event type `{text}` in field `{field}`: expected ALERT, ACCEPT, RESOLVE or COMMENT \
+            "field `{field}`: unknown event type `{text}`: expected ALERT, ACCEPT, RESOLVE or COMMENT \
              (map your own values with --map_val_etype_alert, --map_val_etype_accept, --map_val_etype_resolve)"
         )
     })
@@ -167,22 +216,21 @@ fn labels(
     }
 }
 
-/// `--forward_message_payload` sends the whole payload; otherwise the payload's own
-/// `customDetails`; otherwise, for broker messages, where the message came from.
+/// The payload's own `customDetails` first (as 0.9, also with `--forward_message_payload`);
+/// otherwise the whole payload with `--forward_message_payload`; otherwise, for broker
+/// messages, where the message came from.
 fn custom_details(
     object: &Map<String, Value>,
     meta: &Metadata,
     config: &MappingConfig,
 ) -> Result<Option<Map<String, Value>>, String> {
-    if config.forward_payload {
-        return Ok(Some(object.clone()));
-    }
     match FieldPath::new("customDetails").lookup(object) {
         Some(Value::Object(details)) => Ok(Some(details.clone())),
         Some(other) => Err(format!(
             "field `customDetails` must be an object, got {}",
             type_name(other)
         )),
+        None if config.forward_payload => Ok(Some(object.clone())),
         None if matches!(meta.source, SourceKind::Kafka | SourceKind::Mqtt) => {
             Ok(Some(metadata_details(meta)))
         }
@@ -199,8 +247,9 @@ fn metadata_details(meta: &Metadata) -> Map<String, Value> {
     if let Some(offset) = meta.offset {
         details.insert("offset".into(), Value::from(offset));
     }
+    // 0.9's name, which ilert templates and routing rules are written against.
     if let Some(key) = &meta.key {
-        details.insert("key".into(), Value::from(key.clone()));
+        details.insert("messageKey".into(), Value::from(key.clone()));
     }
     details
 }

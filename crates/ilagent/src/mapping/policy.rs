@@ -30,12 +30,9 @@ pub(super) fn build(
         }
     };
 
-    let shift_value = mapping.shift.lookup(object).ok_or_else(|| {
-        format!(
-            "missing shift: the payload has no `{}` field",
-            mapping.shift
-        )
-    })?;
+    // No shift means shift 0, as in ilagent 0.9.
+    let zero = Value::from(0);
+    let shift_value = mapping.shift.lookup(object).unwrap_or(&zero);
     let shift = match shift_value {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.trim().parse::<i64>().ok(),

@@ -292,12 +292,27 @@ fn without_forwarding_custom_details_carry_the_message_metadata() {
         json!({"integrationKey": "k", "eventType": "ALERT", "summary": "s"}),
         &defaults(),
     );
+    // `messageKey` as in ilagent 0.9; partition and offset are additions.
     assert_eq!(
         e.custom_details,
-        json!({"topic": "alarms", "partition": 1, "offset": 42, "key": "machine-7"})
+        json!({"topic": "alarms", "partition": 1, "offset": 42, "messageKey": "machine-7"})
             .as_object()
             .cloned()
     );
+}
+
+#[test]
+fn with_forwarding_a_payloads_own_custom_details_win_as_in_ilagent_0_9() {
+    let config = MappingConfig {
+        forward_payload: true,
+        ..defaults()
+    };
+    let e = event(
+        json!({"integrationKey": "k", "eventType": "ALERT", "summary": "s",
+               "customDetails": {"line": 4}, "temp": 81.5}),
+        &config,
+    );
+    assert_eq!(e.custom_details, json!({"line": 4}).as_object().cloned());
 }
 
 #[test]
@@ -391,6 +406,11 @@ fn policy_updates_with_missing_or_wrong_fields_are_invalid() {
     assert!(invalid_reason(map_policy(missing_team, &config)).contains("`team`"));
     let missing_email = json!({"team": "t", "site": "x", "data": {"shift": 1}});
     assert!(invalid_reason(map_policy(missing_email, &config)).contains("missing email"));
+    let no_shift = json!({"team": "t", "site": "x", "data": {"email": "a@b.c"}});
+    match map_policy(no_shift, &config) {
+        Action::PolicyUpdate(update) => assert_eq!(update.level, 0, "no shift means shift 0"),
+        other => panic!("expected a policy update, got {other:?}"),
+    }
     let bad_shift = json!({"team": "t", "site": "x", "data": {"email": "a@b.c", "shift": "late"}});
     assert!(invalid_reason(map_policy(bad_shift, &config)).contains("shift"));
 }
@@ -453,9 +473,66 @@ fn missing_integration_key_is_invalid_and_names_the_fix() {
 }
 
 #[test]
-fn missing_event_type_is_invalid() {
-    let reason = invalid_reason(map_event(json!({"integrationKey": "k"}), &defaults()));
-    assert!(reason.contains("missing event type"), "{reason}");
+fn a_broker_message_without_an_event_type_is_an_alert_as_in_ilagent_0_9() {
+    let e = event(
+        json!({"integrationKey": "k", "summary": "pump 3 stopped"}),
+        &defaults(),
+    );
+    assert_eq!(e.event_type, EventType::Alert);
+    assert_eq!(e.summary.as_deref(), Some("pump 3 stopped"));
+}
+
+#[test]
+fn an_http_proxy_event_without_an_event_type_is_invalid_as_ilerts_api_says() {
+    let action = map(
+        json!({"integrationKey": "k", "summary": "s"})
+            .to_string()
+            .as_bytes(),
+        &Metadata::new(SourceKind::Http, "/api/events"),
+        MessageKind::Event,
+        &defaults(),
+    );
+    let reason = invalid_reason(action);
+    assert!(reason.starts_with("field `eventType`"), "{reason}");
+}
+
+#[test]
+fn a_mapped_field_the_payload_lacks_falls_back_to_the_default_field() {
+    let config = MappingConfig {
+        event_type_field: FieldPath::new("state"),
+        summary_field: FieldPath::new("text"),
+        alert_key_field: FieldPath::new("machine"),
+        ..defaults()
+    };
+    // None of the mapped fields is there: the ilert schema's own names are used.
+    let e = event(
+        json!({"integrationKey": "k", "eventType": "RESOLVE", "summary": "ok again", "alertKey": "m7"}),
+        &config,
+    );
+    assert_eq!(e.event_type, EventType::Resolve);
+    assert_eq!(e.summary.as_deref(), Some("ok again"));
+    assert_eq!(e.alert_key.as_deref(), Some("m7"));
+    // The mapped fields win where they are there.
+    let e = event(
+        json!({"integrationKey": "k", "state": "ACCEPT", "eventType": "RESOLVE",
+               "text": "mapped", "summary": "default", "machine": "m8", "alertKey": "m7"}),
+        &config,
+    );
+    assert_eq!(e.event_type, EventType::Accept);
+    assert_eq!(e.summary.as_deref(), Some("mapped"));
+    assert_eq!(e.alert_key.as_deref(), Some("m8"));
+}
+
+#[test]
+fn an_unknown_event_type_names_the_field_first() {
+    let reason = invalid_reason(map_event(
+        json!({"integrationKey": "k", "eventType": "CLOSE"}),
+        &defaults(),
+    ));
+    assert!(
+        reason.starts_with("field `eventType`: unknown event type `CLOSE`"),
+        "{reason}"
+    );
 }
 
 #[test]

@@ -1,6 +1,11 @@
 //! Route: which kind of message a topic carries, from the `-e`, `-r` and `--policy_topic`
 //! flags. Kafka topics match by name; MQTT topics match the subscribed filters, with `+`
 //! and `#` wildcards.
+//!
+//! When a topic matches several filters (`-e '#' -r 'ilert/heartbeats'`, the sample
+//! command of ilagent's documentation), the kind decides as in ilagent 0.9: heartbeat
+//! filters win, then policy filters, then event filters; among filters of one kind the
+//! most specific wins (more exact levels, then fewer wildcards), then the first given.
 
 use crate::config::Topics;
 use crate::mapping::MessageKind;
@@ -52,16 +57,50 @@ impl Routes {
         topics
     }
 
-    /// The kind of the first rule that matches `topic`.
+    /// The kind of the rule that wins for `topic` (see the module docs).
     pub fn kind_of(&self, topic: &str) -> Option<MessageKind> {
         self.rules
             .iter()
-            .find(|(pattern, _)| match self.syntax {
+            .enumerate()
+            .filter(|(_, (pattern, _))| match self.syntax {
                 TopicSyntax::Kafka => pattern == topic,
                 TopicSyntax::Mqtt => mqtt_filter_matches(pattern, topic),
             })
-            .map(|(_, kind)| *kind)
+            // Highest precedence first; among equals, the earliest rule.
+            .min_by_key(|(index, (pattern, kind))| {
+                let (exact, wildcards) = specificity(pattern);
+                (
+                    kind_rank(*kind),
+                    std::cmp::Reverse(exact),
+                    wildcards,
+                    *index,
+                )
+            })
+            .map(|(_, (_, kind))| *kind)
     }
+}
+
+/// Heartbeats first, then policy updates, then events (ilagent 0.9's order).
+fn kind_rank(kind: MessageKind) -> u8 {
+    match kind {
+        MessageKind::Heartbeat => 0,
+        MessageKind::Policy => 1,
+        MessageKind::Event => 2,
+    }
+}
+
+/// (exact levels, wildcard levels) of a filter, shared-subscription prefix ignored.
+fn specificity(filter: &str) -> (usize, usize) {
+    let filter = filter
+        .strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/').map(|(_, f)| f))
+        .unwrap_or(filter);
+    filter
+        .split('/')
+        .fold((0, 0), |(exact, wild), level| match level {
+            "+" | "#" => (exact, wild + 1),
+            _ => (exact + 1, wild),
+        })
 }
 
 /// MQTT topic filter matching (MQTT 3.1.1 section 4.7), shared-subscription prefix ignored.
@@ -110,19 +149,46 @@ mod tests {
     }
 
     #[test]
-    fn the_first_matching_rule_decides() {
+    fn heartbeat_topics_win_over_policy_topics_over_event_topics_as_in_ilagent_0_9() {
+        // The sample command of the MQTT documentation: `-e '#' -r 'ilert/heartbeats'`.
         let topics = Topics {
-            events: vec!["plant/+/alarm".into()],
+            events: vec!["#".into()],
+            heartbeats: vec!["ilert/heartbeats".into()],
+            policies: vec!["ilert/+/policies".into()],
+        };
+        let routes = Routes::new(&topics, TopicSyntax::Mqtt);
+        assert_eq!(
+            routes.kind_of("ilert/heartbeats"),
+            Some(MessageKind::Heartbeat)
+        );
+        assert_eq!(
+            routes.kind_of("ilert/ops/policies"),
+            Some(MessageKind::Policy)
+        );
+        assert_eq!(routes.kind_of("ilert/events"), Some(MessageKind::Event));
+        // Even a wildcard heartbeat filter wins over an exact event filter.
+        let topics = Topics {
+            events: vec!["plant/7/alarm".into()],
             heartbeats: vec!["plant/#".into()],
             policies: vec![],
         };
         let routes = Routes::new(&topics, TopicSyntax::Mqtt);
-        assert_eq!(routes.kind_of("plant/7/alarm"), Some(MessageKind::Event));
         assert_eq!(
-            routes.kind_of("plant/7/alive"),
+            routes.kind_of("plant/7/alarm"),
             Some(MessageKind::Heartbeat)
         );
         assert_eq!(routes.kind_of("other"), None);
+    }
+
+    #[test]
+    fn among_filters_of_one_kind_the_most_specific_is_preferred() {
+        assert!(specificity("plant/+/alarm") > specificity("plant/#"));
+        assert!(specificity("$share/g/a/b") == specificity("a/b"));
+        assert_eq!(specificity("#"), (0, 1));
+    }
+
+    #[test]
+    fn kafka_topics_match_by_name() {
         let kafka = Routes::new(
             &Topics {
                 events: vec!["e".into()],
