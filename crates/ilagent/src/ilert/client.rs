@@ -100,8 +100,9 @@ impl IlertClient {
     }
 
     /// Posts one event.
+    /// Posts `event` to `path`, or to the event's own path where it has one.
     pub async fn send_event(&self, event: &Event, path: &EventPath) -> Verdict {
-        let url = match path {
+        let url = match event.path.as_ref().unwrap_or(path) {
             EventPath::Generic => join(&self.api_url, &["api", "events"]),
             EventPath::PerKey(template) => {
                 per_key_url(&self.api_url, template, event.integration_key.expose())

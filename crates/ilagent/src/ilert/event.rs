@@ -140,6 +140,10 @@ pub struct Event {
     pub custom_details: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routing_key: Option<String>,
+    /// Where to post this event when it is not where its deliverer posts (an event that
+    /// ilagent 0.9 queued for an MQTT or Kafka alert source); not part of the body.
+    #[serde(skip)]
+    pub path: Option<super::EventPath>,
 }
 
 impl Event {
@@ -160,6 +164,7 @@ impl Event {
             services: Vec::new(),
             custom_details: None,
             routing_key: None,
+            path: None,
         }
     }
 }

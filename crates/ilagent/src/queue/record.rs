@@ -16,6 +16,10 @@ pub struct StoredMeta {
     /// The producer's timestamp, unix ms, where the source has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp_ms: Option<i64>,
+    /// A path template (`/api/v1/events/mqtt/{key}`) for an event that must be posted
+    /// elsewhere than its worker posts: events imported from ilagent 0.9's file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_path: Option<String>,
 }
 
 impl StoredMeta {
@@ -27,6 +31,7 @@ impl StoredMeta {
                 .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
                 .collect(),
             timestamp_ms: meta.timestamp.map(unix_ms),
+            event_path: None,
         }
     }
 

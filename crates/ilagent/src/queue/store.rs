@@ -419,5 +419,9 @@ fn sql(what: &'static str) -> impl Fn(rusqlite::Error) -> QueueError {
     move |error| QueueError::sqlite(what.to_string(), error)
 }
 
+mod legacy;
+
+pub use legacy::Imported;
+
 #[cfg(test)]
 mod tests;

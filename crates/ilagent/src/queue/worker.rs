@@ -184,7 +184,12 @@ impl Worker {
                 ids.insert(row.id);
             }
             let message = row.to_message();
-            let action = self.router.action_for(&message);
+            let mut action = self.router.action_for(&message);
+            if let (Some(path), crate::action::Action::Event(event)) =
+                (&row.meta.event_path, &mut action)
+            {
+                event.path = Some(crate::ilert::EventPath::PerKey(path.clone()));
+            }
             let ticket = QueueTicket {
                 id: row.id,
                 attempts: row.attempts,
