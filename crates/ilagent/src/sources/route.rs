@@ -46,13 +46,28 @@ impl Routes {
         Routes { rules, syntax }
     }
 
-    /// Every configured topic or filter, once.
+    /// Every configured topic or filter, once. An MQTT filter that another configured
+    /// filter covers (`ilert/heartbeats` under `#`) is left out: a broker delivers a message
+    /// once per matching subscription, so overlapping filters would deliver it twice. The
+    /// routing still knows every filter, so the covered one still decides the kind.
     pub fn subscriptions(&self) -> Vec<&str> {
         let mut topics: Vec<&str> = Vec::new();
         for (topic, _) in &self.rules {
             if !topics.contains(&topic.as_str()) {
                 topics.push(topic);
             }
+        }
+        if self.syntax == TopicSyntax::Mqtt {
+            let all = topics.clone();
+            topics.retain(|filter| {
+                !all.iter().any(|other| {
+                    other != filter
+                        && mqtt_filter_covers(other, filter)
+                        // Of two filters that cover each other, the first given stays.
+                        && !(mqtt_filter_covers(filter, other)
+                            && all.iter().position(|t| t == filter) < all.iter().position(|t| t == other))
+                })
+            });
         }
         topics
     }
@@ -101,6 +116,44 @@ fn specificity(filter: &str) -> (usize, usize) {
             "+" | "#" => (exact, wild + 1),
             _ => (exact + 1, wild),
         })
+}
+
+/// Whether every topic that `inner` matches is matched by `outer` too (both MQTT filters,
+/// shared-subscription prefixes ignored, and only when both share one: a shared and a
+/// plain subscription are different subscriptions at the broker).
+pub fn mqtt_filter_covers(outer: &str, inner: &str) -> bool {
+    let group = |f: &str| {
+        f.strip_prefix("$share/")
+            .and_then(|r| r.split_once('/').map(|(g, _)| g.to_string()))
+    };
+    if group(outer) != group(inner) {
+        return false;
+    }
+    let strip = |f: &str| -> String {
+        f.strip_prefix("$share/")
+            .and_then(|rest| rest.split_once('/').map(|(_, f)| f.to_string()))
+            .unwrap_or_else(|| f.to_string())
+    };
+    let (outer, inner) = (strip(outer), strip(inner));
+    // Wildcards at the first level do not reach topics starting with `$`.
+    if inner.starts_with('$') && (outer.starts_with('+') || outer.starts_with('#')) {
+        return false;
+    }
+    let mut inner_levels = inner.split('/');
+    for part in outer.split('/') {
+        let Some(level) = inner_levels.next() else {
+            // `a/#` also matches `a` itself.
+            return part == "#";
+        };
+        match (part, level) {
+            ("#", _) => return true,
+            (_, "#") => return false,
+            ("+", _) => {}
+            (exact, level) if exact == level => {}
+            _ => return false,
+        }
+    }
+    inner_levels.next().is_none()
 }
 
 /// MQTT topic filter matching (MQTT 3.1.1 section 4.7), shared-subscription prefix ignored.
@@ -178,6 +231,49 @@ mod tests {
             Some(MessageKind::Heartbeat)
         );
         assert_eq!(routes.kind_of("other"), None);
+    }
+
+    #[test]
+    fn filters_that_another_filter_covers_are_not_subscribed_twice() {
+        assert!(mqtt_filter_covers("#", "ilert/heartbeats"));
+        assert!(mqtt_filter_covers("ilert/+", "ilert/events"));
+        assert!(mqtt_filter_covers("ilert/#", "ilert/+/x"));
+        assert!(mqtt_filter_covers("ilert/#", "ilert"));
+        assert!(!mqtt_filter_covers("ilert/+", "ilert/#"));
+        assert!(!mqtt_filter_covers("ilert/+", "ilert/a/b"));
+        assert!(!mqtt_filter_covers("#", "$SYS/broker"));
+        assert!(!mqtt_filter_covers("$share/g/#", "ilert/x"));
+        assert!(mqtt_filter_covers("$share/g/#", "$share/g/ilert/x"));
+        // The documentation's commands: `-e '#' -r 'ilert/heartbeats'`, `-e 'ilert/+' -e '#'`.
+        let sample = Routes::new(
+            &Topics {
+                events: vec!["#".into()],
+                heartbeats: vec!["ilert/heartbeats".into()],
+                policies: vec![],
+            },
+            TopicSyntax::Mqtt,
+        );
+        assert_eq!(sample.subscriptions(), vec!["#"]);
+        assert_eq!(
+            sample.kind_of("ilert/heartbeats"),
+            Some(MessageKind::Heartbeat)
+        );
+        let wildcards = Routes::new(
+            &Topics {
+                events: vec!["ilert/+".into(), "#".into(), "#".into()],
+                ..Topics::default()
+            },
+            TopicSyntax::Mqtt,
+        );
+        assert_eq!(wildcards.subscriptions(), vec!["#"]);
+        let kafka = Routes::new(
+            &Topics {
+                events: vec!["a".into(), "b".into()],
+                ..Topics::default()
+            },
+            TopicSyntax::Kafka,
+        );
+        assert_eq!(kafka.subscriptions(), vec!["a", "b"]);
     }
 
     #[test]
