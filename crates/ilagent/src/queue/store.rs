@@ -286,6 +286,17 @@ impl Store {
         })
     }
 
+    /// Whether any row of `source` is queued.
+    pub fn has_rows_of(&self, source: SourceKind) -> Result<bool, QueueError> {
+        self.connection
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM queue WHERE source = ?1)",
+                [source.as_str()],
+                |row| row.get(0),
+            )
+            .map_err(sql("look for queued rows"))
+    }
+
     /// The oldest `limit` queued rows.
     pub fn list_queued(&self, limit: u32) -> Result<Vec<QueuedRow>, QueueError> {
         let mut statement = self

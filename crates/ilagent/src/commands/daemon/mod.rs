@@ -8,6 +8,7 @@
 
 mod heartbeat;
 mod supervisor;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use crate::observe::endpoints::{self, Ops};
 use crate::observe::health::{self, registry};
 use crate::observe::prometheus;
 use crate::queue::Queue;
-use crate::sources::http::HttpProxy;
+use crate::sources::http::{HttpProxy, RowDelivery};
 use crate::sources::kafka::KafkaSource;
 use crate::sources::mqtt::MqttSource;
 
@@ -90,6 +91,13 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
         }
     } else {
         None
+    };
+    let proxy_rows_waiting = match &queue {
+        Some(queue) => match upgrade::import_and_check(queue, &config).await {
+            Ok(waiting) => waiting,
+            Err(error) => return Exit::Failed(error.to_string()),
+        },
+        None => false,
     };
 
     if config.kafka.is_some() {
@@ -164,6 +172,21 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
                 .map_err(|e| format!("the queue worker failed: {e}"))
         });
         supervisor.serve(listener, api.merge(endpoints::router(ops.clone())));
+    }
+    if let (None, Some(queue), true) = (&config.http, queue.clone(), proxy_rows_waiting) {
+        // Rows of the proxy's kind without -p: left by an earlier run, or by ilagent 0.9.
+        let rows = RowDelivery {
+            queue,
+            deliverer: deliverer.clone(),
+            event_path: config.event_path.clone().unwrap_or(EventPath::Generic),
+            shutdown_timeout: config.shutdown_timeout,
+        };
+        let worker = rows.start(&shutdown);
+        supervisor.spawn("http queue worker", None, async move {
+            worker
+                .await
+                .map_err(|e| format!("the queue worker failed: {e}"))
+        });
     }
     if let Some(listener) = metrics_listener {
         supervisor.serve(listener, endpoints::router(ops));

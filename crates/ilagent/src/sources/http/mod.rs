@@ -91,7 +91,17 @@ impl HttpProxy {
     pub fn start(self, shutdown: &CancellationToken) -> (Router, JoinHandle<()>) {
         let wake = Arc::new(Wakeup::default());
         let mapping = Arc::new(MappingConfig::default());
-        let worker = self.spawn_worker(&wake, &mapping, shutdown);
+        let worker = spawn_worker(
+            RowDelivery {
+                queue: self.queue.clone(),
+                deliverer: self.deliverer.clone(),
+                event_path: self.event_path.clone(),
+                shutdown_timeout: self.shutdown_timeout,
+            },
+            &wake,
+            &mapping,
+            shutdown,
+        );
         let state = ApiState {
             queue: self.queue.clone(),
             wake,
@@ -121,40 +131,59 @@ impl HttpProxy {
         }
         (api, worker)
     }
+}
 
-    fn spawn_worker(
-        &self,
-        wake: &Arc<Wakeup>,
-        mapping: &Arc<MappingConfig>,
-        shutdown: &CancellationToken,
-    ) -> JoinHandle<()> {
-        let in_flight = Arc::new(Mutex::new(HashSet::new()));
-        let abort = CancellationToken::new();
-        let settler = QueueSettler {
-            queue: self.queue.clone(),
-            policy: *self.deliverer.policy(),
-            in_flight: Arc::clone(&in_flight),
-            wake: Arc::clone(wake),
-            abort: abort.clone(),
-        };
-        let dispatcher = Dispatcher::new(
-            self.deliverer
-                .single_attempt()
-                .with_event_path(self.event_path.clone()),
-            settler,
-            MAX_IN_FLIGHT,
-            abort.clone(),
-        );
-        let worker = Worker {
-            queue: self.queue.clone(),
-            dispatcher,
-            router: MessageRouter::fixed(MessageKind::Event, Arc::clone(mapping)),
-            in_flight,
-            wake: Arc::clone(wake),
-            abort,
-            source: Some(SourceKind::Http),
-            idle_poll: IDLE_POLL,
-        };
-        tokio::spawn(worker.run(shutdown.clone(), self.shutdown_timeout))
+/// What delivering the proxy's rows needs.
+pub struct RowDelivery {
+    pub queue: Queue,
+    /// One attempt per hand-out (the row keeps the count).
+    pub deliverer: Deliverer,
+    pub event_path: EventPath,
+    pub shutdown_timeout: Duration,
+}
+
+impl RowDelivery {
+    /// Delivers the proxy's rows without serving the API: for rows an earlier run with
+    /// `-p`, or ilagent 0.9, left in the file when this run has no `-p`. Returns after
+    /// `shutdown` and the drain.
+    pub fn start(self, shutdown: &CancellationToken) -> JoinHandle<()> {
+        let wake = Arc::new(Wakeup::default());
+        spawn_worker(self, &wake, &Arc::new(MappingConfig::default()), shutdown)
     }
+}
+
+fn spawn_worker(
+    rows: RowDelivery,
+    wake: &Arc<Wakeup>,
+    mapping: &Arc<MappingConfig>,
+    shutdown: &CancellationToken,
+) -> JoinHandle<()> {
+    let in_flight = Arc::new(Mutex::new(HashSet::new()));
+    let abort = CancellationToken::new();
+    let settler = QueueSettler {
+        queue: rows.queue.clone(),
+        policy: *rows.deliverer.policy(),
+        in_flight: Arc::clone(&in_flight),
+        wake: Arc::clone(wake),
+        abort: abort.clone(),
+    };
+    let dispatcher = Dispatcher::new(
+        rows.deliverer
+            .single_attempt()
+            .with_event_path(rows.event_path.clone()),
+        settler,
+        MAX_IN_FLIGHT,
+        abort.clone(),
+    );
+    let worker = Worker {
+        queue: rows.queue.clone(),
+        dispatcher,
+        router: MessageRouter::fixed(MessageKind::Event, Arc::clone(mapping)),
+        in_flight,
+        wake: Arc::clone(wake),
+        abort,
+        source: Some(SourceKind::Http),
+        idle_poll: IDLE_POLL,
+    };
+    tokio::spawn(worker.run(shutdown.clone(), rows.shutdown_timeout))
 }
