@@ -469,8 +469,20 @@ async fn invalid_flags_exit_2_naming_the_flag_and_the_fix() {
             "--kafka_brokers is empty",
         ),
         (
-            &["daemon", "--kafka_brokers", "k:9092", "-m", "h", "-e", "t"],
-            "cannot be combined",
+            &[
+                "daemon",
+                "--kafka_brokers",
+                "k:9092",
+                "-m",
+                "h",
+                "-e",
+                "a/+",
+            ],
+            "none of -e/-r/--policy_topic is a Kafka topic name",
+        ),
+        (
+            &["daemon", "--kafka_brokers", "k:9092", "-e", "plant/+/alarm"],
+            "`plant/+/alarm` is not a Kafka topic name",
         ),
         (
             &["daemon", "-m", "h", "-q", "99999", "-e", "t"],

@@ -89,6 +89,40 @@ impl Topics {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.heartbeats.is_empty() && self.policies.is_empty()
     }
+
+    /// The topics that are valid Kafka topic names (letters, digits, `.`, `_`, `-`, at
+    /// most 249): with both brokers in one agent the topic flags apply to both, and MQTT
+    /// filters such as `ilert/+` are no Kafka topics.
+    pub fn kafka_names(&self) -> Topics {
+        let valid = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .filter(|t| is_kafka_topic_name(t))
+                .cloned()
+                .collect()
+        };
+        Topics {
+            events: valid(&self.events),
+            heartbeats: valid(&self.heartbeats),
+            policies: valid(&self.policies),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &String> {
+        self.events
+            .iter()
+            .chain(&self.heartbeats)
+            .chain(&self.policies)
+    }
+}
+
+fn is_kafka_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// The agent's own heartbeat (`-b`).
@@ -142,10 +176,23 @@ impl DaemonConfig {
                 "topic `{topic}` is given to more than one of -e, -r and --policy_topic: each topic carries one kind of message"
             )));
         }
-        if kafka.is_some() && mqtt.is_some() {
-            return Err(UsageError::new(
-                "--kafka_brokers and -m/--mqtt_host cannot be combined: the topic flags would apply to both; run one agent per broker",
-            ));
+        if kafka.is_some() {
+            // With MQTT beside Kafka (as ilagent 0.9 allows) the topic flags apply to both
+            // brokers and Kafka takes the names that are Kafka topics; alone, every topic
+            // must be one.
+            let kafka_topics = topics.kafka_names();
+            if mqtt.is_none()
+                && let Some(bad) = topics.all().find(|t| !is_kafka_topic_name(t))
+            {
+                return Err(UsageError::new(format!(
+                    "`{bad}` is not a Kafka topic name: Kafka topics consist of letters, digits, `.`, `_` and `-` (MQTT filters such as `a/+` need -m/--mqtt_host)"
+                )));
+            }
+            if mqtt.is_some() && kafka_topics.is_empty() && !topics.is_empty() {
+                return Err(UsageError::new(
+                    "--kafka_brokers and -m/--mqtt_host share the topic flags, but none of -e/-r/--policy_topic is a Kafka topic name (letters, digits, `.`, `_`, `-`): add one for Kafka",
+                ));
+            }
         }
         let has_broker = kafka.is_some() || mqtt.is_some();
         if has_broker && topics.is_empty() {

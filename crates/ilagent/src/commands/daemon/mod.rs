@@ -1,5 +1,5 @@
 //! `ilagent daemon`: validates the whole configuration, then runs what it names until
-//! SIGINT or SIGTERM: the Kafka or MQTT source, the HTTP proxy (`-p`), the operations
+//! SIGINT or SIGTERM: the Kafka and MQTT sources (one or both), the HTTP proxy (`-p`), the operations
 //! endpoints (`-p` or `--metrics_port`) and the agent's own heartbeat (`-b`).
 //!
 //! Start-up order: listeners first (a port in use stops the agent before anything is
@@ -121,7 +121,8 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
     if let Some(kafka) = config.kafka.clone() {
         let source = KafkaSource {
             config: kafka,
-            topics: config.topics.clone(),
+            // With MQTT beside it, the topic flags name MQTT filters too.
+            topics: config.topics.kafka_names(),
             mapping: Arc::new(config.mapping.clone()),
             deliverer: deliverer.clone(),
             event_path: config.event_path.clone(),
