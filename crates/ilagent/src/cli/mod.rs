@@ -293,6 +293,15 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_heartbeat_pings_every_30_seconds_by_default_as_ilagent_0_9() {
+        let cli = Cli::try_parse_from(["ilagent", "daemon", "-b", "il1hbt-agent"]).unwrap();
+        let Command::Daemon(args) = cli.command else {
+            panic!("daemon expected")
+        };
+        assert_eq!(args.heartbeat_interval, Duration::from_secs(30));
+    }
+
+    #[test]
     fn documented_kafka_and_mapping_command_parses() {
         let cli = Cli::try_parse_from([
             "ilagent",

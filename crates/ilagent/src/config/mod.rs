@@ -349,7 +349,7 @@ fn agent_heartbeat(args: &DaemonArgs) -> Result<Option<AgentHeartbeat>, UsageErr
     })?;
     if args.heartbeat_interval < Duration::from_secs(1) {
         return Err(UsageError::new(
-            "--heartbeat_interval must be at least 1s: ilert recommends 60s",
+            "--heartbeat_interval must be at least 1s: the default is 30s",
         ));
     }
     Ok(Some(AgentHeartbeat {
