@@ -77,6 +77,7 @@ async fn deliver(deliverer: &Deliverer, action: &Action) -> Outcome {
         deadline: None,
         cancel: &cancel,
         slots: None,
+        stop_waiting: None,
     };
     deliverer.deliver(action, &ctx).await
 }
@@ -328,6 +329,7 @@ async fn a_deadline_turns_repeated_transient_failures_into_a_rejection() {
         deadline: Some(Instant::now() + Duration::from_millis(500)),
         cancel: &cancel,
         slots: None,
+        stop_waiting: None,
     };
     let outcome = deliverer.deliver(&alert("il1api-a", "x"), &ctx).await;
 
@@ -362,6 +364,7 @@ async fn shutdown_interrupts_a_message_waiting_to_be_retried() {
         deadline: None,
         cancel: &cancel,
         slots: None,
+        stop_waiting: None,
     };
     let outcome = deliverer.deliver(&alert("il1api-a", "x"), &ctx).await;
 

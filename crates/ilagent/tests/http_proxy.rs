@@ -445,3 +445,47 @@ async fn a_queued_event_is_retried_when_ilerts_retry_after_says_not_at_the_429_f
     let (code, log) = agent.stop().await;
     assert_eq!(code, Some(0), "{log}");
 }
+
+#[tokio::test]
+async fn sigterm_stops_waiting_at_once_and_leaves_what_waited_for_its_budget_queued() {
+    // 80 alert keys of one alert source: ilert's budget takes 50 now, 30 wait a minute.
+    const EVENTS: usize = 80;
+    let stand_in = StandIn::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("stop.db3");
+    let port = free_port();
+    let agent = start_proxy(&stand_in.url(), &db, port, &[]);
+    wait_up(&agent, port).await;
+    let client = client();
+    for host in 0..EVENTS {
+        let body = json!({
+            "integrationKey": "il1api-budget",
+            "eventType": "ALERT",
+            "summary": format!("host {host} is down"),
+            "alertKey": format!("host-{host}"),
+        });
+        assert_eq!(post_event(&client, port, &body).await.0, 202);
+    }
+    assert!(
+        wait_for_events(&stand_in, 50, WAIT).await,
+        "log:\n{}",
+        agent.log()
+    );
+
+    // The default --shutdown_timeout is 30 s; nothing is on the wire, so the agent need
+    // not wait for it.
+    let stopping = tokio::time::Instant::now();
+    let (code, log) = agent.stop().await;
+    let took = stopping.elapsed();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        took < Duration::from_secs(15),
+        "stopped after {took:?}; log:\n{log}"
+    );
+    assert_eq!(stand_in.events().len(), 50);
+    assert_eq!(
+        queue_stat(&db, "queued").await,
+        30,
+        "what waited for the budget stays queued for the next start"
+    );
+}

@@ -45,6 +45,7 @@ pub async fn deliver(
         deadline: Some(Instant::now() + timeout),
         cancel: &cancel,
         slots: None,
+        stop_waiting: None,
     };
     match deliverer.deliver(&action, &ctx).await {
         Outcome::Delivered {

@@ -47,6 +47,20 @@ pub struct Context<'a> {
     pub cancel: &'a CancellationToken,
     /// Taken for each HTTP request only, after the rate-limit wait; `None`: unbounded.
     pub slots: Option<&'a Semaphore>,
+    /// Cancelled when shutdown begins: a delivery that is waiting (for its rate budget, a
+    /// delivery slot, a backoff or `Retry-After`) stops at once, unsettled, while a request
+    /// already on the wire may finish until `cancel`. `None`: waits until `cancel`.
+    pub stop_waiting: Option<&'a CancellationToken>,
+}
+
+impl Context<'_> {
+    /// Resolves when waiting should stop (never, without a `stop_waiting` token).
+    async fn waits_stopped(&self) {
+        match self.stop_waiting {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 struct Shared {
@@ -163,8 +177,13 @@ impl Deliverer {
         loop {
             attempts += 1;
             let verdict = tokio::select! {
-                verdict = self.attempt(action, &wire) => verdict,
+                verdict = self.attempt(action, &wire, ctx) => verdict,
                 () = ctx.cancel.cancelled() => return Outcome::Interrupted { attempts: attempts - 1 },
+            };
+            let Some(verdict) = verdict else {
+                return Outcome::Interrupted {
+                    attempts: attempts - 1,
+                };
             };
             let (status, reason, retry_after) = match verdict {
                 Verdict::Delivered {
@@ -227,22 +246,33 @@ impl Deliverer {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = ctx.cancel.cancelled() => return Outcome::Interrupted { attempts },
+                () = ctx.waits_stopped() => return Outcome::Interrupted { attempts },
             }
         }
     }
 
-    /// One attempt: the key's rate-limit slot, a delivery slot, then the call.
-    async fn attempt(&self, action: &Action, wire: &Wire<'_>) -> Verdict {
+    /// One attempt: the key's rate-limit slot, a delivery slot, then the call. `None` if
+    /// shutdown stopped the waiting before the request went out.
+    async fn attempt(
+        &self,
+        action: &Action,
+        wire: &Wire<'_>,
+        ctx: &Context<'_>,
+    ) -> Option<Verdict> {
         let shared = &self.shared;
-        match action {
+        let enter = |class, key| async move {
+            tokio::select! {
+                on_wire = wire.enter(class, key) => Some(on_wire),
+                () = ctx.waits_stopped() => None,
+            }
+        };
+        let verdict = match action {
             Action::Event(event) => {
-                let _on_wire = wire
-                    .enter(KeyClass::Integration, event.integration_key.expose())
-                    .await;
+                let _on_wire = enter(KeyClass::Integration, event.integration_key.expose()).await?;
                 shared.client.send_event(event, &self.event_path).await
             }
             Action::Heartbeat(key) => {
-                let _on_wire = wire.enter(KeyClass::Heartbeat, key.expose()).await;
+                let _on_wire = enter(KeyClass::Heartbeat, key.expose()).await?;
                 shared.client.ping_heartbeat(key).await
             }
             Action::PolicyUpdate(update) => match &shared.api_key {
@@ -260,7 +290,8 @@ impl Deliverer {
                 status: None,
                 reason: "nothing to deliver".into(),
             },
-        }
+        };
+        Some(verdict)
     }
 }
 

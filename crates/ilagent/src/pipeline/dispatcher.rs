@@ -105,6 +105,9 @@ struct Inner<S: Settle> {
     keys: Mutex<HashMap<OrderKey, VecDeque<Queued<S::Ticket>>>>,
     /// Cancelled when in-flight work must stop waiting (the drain deadline has passed).
     abort: CancellationToken,
+    /// Cancelled by [`Dispatcher::stop_waiting`] when shutdown begins: deliveries that
+    /// wait (rate budget, backoff, `Retry-After`) stop at once, requests on the wire finish.
+    stop_waiting: CancellationToken,
     tasks: TaskTracker,
     runtime: Handle,
     sequence: AtomicU64,
@@ -161,6 +164,7 @@ impl<S: Settle> Dispatcher<S> {
                 on_wire: Semaphore::new(limits.max_in_flight.max(1)),
                 keys: Mutex::new(HashMap::new()),
                 abort,
+                stop_waiting: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 runtime: Handle::current(),
                 sequence: AtomicU64::new(0),
@@ -270,6 +274,13 @@ impl<S: Settle> Dispatcher<S> {
         self.inner.runtime.spawn(task);
     }
 
+    /// Shutdown has begun: deliveries that are waiting give up at once and are settled as
+    /// interrupted (their source delivers them again after the restart); requests already
+    /// on the wire may finish until the abort.
+    pub fn stop_waiting(&self) {
+        self.inner.stop_waiting.cancel();
+    }
+
     /// Waits until every submitted message is settled (or abandoned after an abort).
     pub async fn drained(&self) {
         let capacity = u32::try_from(self.inner.capacity).unwrap_or(u32::MAX);
@@ -287,6 +298,7 @@ async fn run_key<S: Settle>(inner: Arc<Inner<S>>, key: OrderKey, first: Queued<S
             deadline: None,
             cancel: &inner.abort,
             slots: Some(&inner.on_wire),
+            stop_waiting: Some(&inner.stop_waiting),
         };
         let outcome = inner.deliverer.deliver(&job.action, &ctx).await;
         inner.settler.settle(job, outcome).await;

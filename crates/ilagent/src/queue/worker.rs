@@ -229,6 +229,7 @@ impl Worker {
     }
 
     async fn drain(self, shutdown_timeout: Duration) {
+        self.dispatcher.stop_waiting();
         let in_flight = self.dispatcher.in_flight();
         if in_flight > 0 {
             tracing::info!(in_flight, timeout = ?shutdown_timeout, "queue worker stopping: finishing in-flight deliveries");

@@ -54,6 +54,7 @@ pub async fn ping_while_healthy(
             deadline: Some(next),
             cancel: &shutdown,
             slots: None,
+            stop_waiting: None,
         };
         match deliverer.deliver(&action, &ctx).await {
             Outcome::Delivered { .. } => events::agent_heartbeat("pinged", ""),
