@@ -361,3 +361,38 @@ async fn two_hundred_updates_for_five_policies_stay_inside_the_api_key_budget() 
     );
     agent.kill().await;
 }
+
+#[tokio::test]
+async fn policy_cache_ttl_0_looks_the_user_and_the_policy_up_for_every_update() {
+    let stand_in = seeded_stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("shifts");
+    let mut args =
+        mqtt_support::agent_args(1883, &unique("policy-agent"), &dir.path().join("q.db3"));
+    args.extend(policy_flags(&topic));
+    args.extend(["--policy_cache_ttl".to_string(), "0".to_string()]);
+    let agent = start(&stand_in, &args);
+    mqtt_support::wait_subscribed(&agent).await;
+    for _ in 0..3 {
+        let message = update("ops", "-eu", "bob@example.com", json!(1));
+        mqtt_support::publish(1883, &[(topic.clone(), message)]).await;
+        let updates = stand_in.requests().len() / 3 + 1;
+        assert!(
+            eventually(WAIT, || stand_in.requests().len() >= updates * 3).await,
+            "log:\n{}",
+            agent.log()
+        );
+    }
+    let count = |kind: RequestKind| {
+        stand_in
+            .requests()
+            .iter()
+            .filter(|r| r.kind == kind)
+            .count()
+    };
+    assert_eq!(count(RequestKind::UserSearch), 3, "no lookup reused");
+    assert_eq!(count(RequestKind::PolicyResolve), 3);
+    assert_eq!(count(RequestKind::PolicyLevelUpdate), 3);
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
