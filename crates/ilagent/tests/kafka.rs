@@ -80,9 +80,10 @@ async fn events_and_heartbeats_from_two_topics_arrive_as_mapped_and_are_committe
     assert_eq!(requests.len(), 4, "agent log:\n{}", agent.log());
     let mut events_received = stand_in.events();
     for event in &mut events_received {
-        // Where the message came from: topic, partition, offset, key.
+        // Where the message came from: topic, partition, offset, and the message key as
+        // `messageKey` (ilagent 0.9's name).
         assert_eq!(event["customDetails"]["topic"], json!(events));
-        assert_eq!(event["customDetails"]["key"], "db-1");
+        assert_eq!(event["customDetails"]["messageKey"], "db-1");
         event.as_object_mut().unwrap().remove("customDetails");
     }
     assert_eq!(events_received, [alert, resolve]);

@@ -259,11 +259,11 @@ async fn a_permanently_rejected_message_does_not_hold_back_later_ones_and_is_dea
         "{listing}"
     );
     assert!(rows[0][6].starts_with("404"), "{listing}");
+    assert!(rows[1][6].contains("`CLOSE`"), "{listing}");
     assert!(
-        rows[1][6].starts_with("payload is not valid JSON"),
+        rows[2][6].starts_with("payload is not valid JSON"),
         "{listing}"
     );
-    assert!(rows[2][6].contains("`CLOSE`"), "{listing}");
     let (_, json_lines) = queue_command(&db_file, &["dead_letters", "--json"]).await;
     let payloads: HashSet<String> = json_lines
         .lines()
