@@ -40,6 +40,11 @@ impl Agent {
         let log = dir.path().join("agent.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_ilagent"));
+        // Each agent gets its own SQLite file unless the test names one: daemons that
+        // open the file (Kafka without a dead-letter topic does) lock it for themselves.
+        if !args.iter().any(|a| *a == "-f" || *a == "--file") {
+            command.arg("-f").arg(dir.path().join("ilagent.db3"));
+        }
         command
             .args(args)
             .env_remove("RUST_LOG")

@@ -99,7 +99,7 @@ impl PollLoop {
                 None => {}
                 Some(Err(error)) => events::source_error(SourceKind::Kafka, &error),
                 Some(Ok(record)) => {
-                    waiting.push_back(convert(&record));
+                    waiting.push_back(convert(&record, &self.ledgers));
                     if paused {
                         // A rebalance may have assigned partitions after the pause: pause
                         // the whole assignment again, so the waiting list stays short.
@@ -112,9 +112,14 @@ impl PollLoop {
     }
 
     /// Maps the message and hands it to the dispatcher, unless its partition was revoked
-    /// while it waited (then its new owner reads it from the last commit).
+    /// while it waited, even if it was assigned again since (then its owner reads it
+    /// again from the last commit; submitting it would settle an old offset into the new
+    /// assignment).
     fn submit(&self, slot: crate::pipeline::Slot, ticket: KafkaTicket, message: Message) {
-        if !self.ledgers.take(&ticket.tp, ticket.offset) {
+        if !self
+            .ledgers
+            .take(&ticket.tp, ticket.generation, ticket.offset)
+        {
             return;
         }
         events::received(&message.meta);
@@ -227,7 +232,10 @@ impl Committer {
     }
 }
 
-fn convert(record: &BorrowedMessage<'_>) -> (KafkaTicket, Message) {
+/// The message and its ticket, stamped with the generation of its partition's assignment
+/// now (the rebalance callbacks run inside `poll` on this thread, so what `poll` returns
+/// belongs to the current assignment).
+fn convert(record: &BorrowedMessage<'_>, ledgers: &Ledgers) -> (KafkaTicket, Message) {
     let topic = record.topic().to_string();
     let mut meta = Metadata::new(SourceKind::Kafka, topic.clone());
     meta.partition = Some(record.partition());
@@ -253,8 +261,10 @@ fn convert(record: &BorrowedMessage<'_>) -> (KafkaTicket, Message) {
             })
             .collect();
     }
+    let tp = (topic, record.partition());
     let ticket = KafkaTicket {
-        tp: (topic, record.partition()),
+        generation: ledgers.generation(&tp),
+        tp,
         offset: record.offset(),
         key: record.key().map(<[u8]>::to_vec),
     };

@@ -1,0 +1,476 @@
+//! What the Kafka source commits, and when, in the cases that used to lose or rewind:
+//! without a dead-letter topic nothing undelivered is committed silently (transient
+//! failures are retried without limit, rejected messages go to the SQLite dead letters
+//! first), a rebalance never moves a commit backwards, an aborted shutdown ends on time,
+//! and a hot integration key does not hold up a quiet one. Against tansu and the ilert
+//! stand-in, with the agent as a separate process and the production rate limits.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{
+    Agent, Outgoing, committed, create_topic, end_offsets, eventually, kafka_args, produce_all,
+    producer, queue_command, queue_stat, unique, wait_for_stat,
+};
+use ilert_standin::{Behaviour, StandIn};
+use serde_json::{Value, json};
+use testkit::Tansu;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn start_agent(stand_in: &StandIn, args: &[&str]) -> Agent {
+    let url = stand_in.url();
+    Agent::start(
+        args,
+        &[
+            ("ILERT_API_URL", url.as_str()),
+            ("ILAGENT_ILERT_BEAT_URL", url.as_str()),
+        ],
+    )
+}
+
+/// An ALERT whose `customDetails.id` says which message it is.
+fn event(integration_key: &str, alert_key: &str, id: usize) -> Vec<u8> {
+    json!({"integrationKey": integration_key, "eventType": "ALERT", "summary": format!("message {id}"),
+           "alertKey": alert_key, "customDetails": {"id": id}})
+    .to_string()
+    .into_bytes()
+}
+
+fn ids(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| e["customDetails"]["id"].as_u64())
+        .collect()
+}
+
+fn arrived(stand_in: &StandIn) -> HashSet<u64> {
+    ids(&stand_in.events()).into_iter().collect()
+}
+
+fn requests_for(stand_in: &StandIn, integration_key: &str) -> usize {
+    stand_in
+        .requests()
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(integration_key))
+        .count()
+}
+
+/// The agent's SQLite file, in a directory that lives as long as the test.
+fn db_file() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ilagent.db3").display().to_string();
+    (dir, path)
+}
+
+#[tokio::test]
+async fn kafka_without_a_dlq_retries_exhausted_messages_until_ilert_recovers() {
+    let tansu = Tansu::start().unwrap();
+    let bootstrap = tansu.bootstrap_servers();
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.set_behaviour(Behaviour {
+        error_rate: 1.0,
+        ..Behaviour::default()
+    });
+    let (topic, group) = (unique("no-dlq-retry"), unique("group"));
+    create_topic(&bootstrap, &topic, 1).await;
+    let keys: Vec<String> = (0..3).map(|i| format!("il1api-retry-{i}")).collect();
+    let records: Vec<Outgoing> = keys
+        .iter()
+        .enumerate()
+        .map(|(id, key)| {
+            (
+                Some(0),
+                format!("a-{id}"),
+                event(key, &format!("a-{id}"), id),
+            )
+        })
+        .collect();
+    let positions = produce_all(&producer(&bootstrap), &topic, &records).await;
+    let (_dir, db) = db_file();
+    let mut args = kafka_args(&bootstrap, &group);
+    args.extend(["-f", &db, "-e", &topic, "--max_retries", "2"]);
+    let agent = start_agent(&stand_in, &args);
+
+    // ilert answers 503 to everything: each message is tried far more often than
+    // --max_retries, and nothing is committed meanwhile.
+    assert!(
+        eventually(WAIT, || keys
+            .iter()
+            .all(|k| requests_for(&stand_in, k) >= 6))
+        .await,
+        "not retried past --max_retries; log:\n{}",
+        agent.log()
+    );
+    for _ in 0..10 {
+        let offsets = committed(&bootstrap, &group, &topic, 1);
+        assert!(
+            offsets[0] <= 0,
+            "committed {offsets:?} while nothing was delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(queue_stat(db.as_ref(), "dead_letters").await, 0);
+
+    // ilert recovers: every message arrives and only then is the offset committed.
+    stand_in.set_behaviour(Behaviour::default());
+    assert!(
+        eventually(WAIT, || arrived(&stand_in).len() == 3
+            && committed(&bootstrap, &group, &topic, 1)
+                == end_offsets(&positions, 1))
+        .await,
+        "arrived {:?}, committed {:?}; log:\n{}",
+        arrived(&stand_in),
+        committed(&bootstrap, &group, &topic, 1),
+        agent.log()
+    );
+    assert_eq!(
+        queue_stat(db.as_ref(), "dead_letters").await,
+        0,
+        "retried, never dead-lettered"
+    );
+    agent.kill().await;
+}
+
+#[tokio::test]
+async fn kafka_without_a_dlq_dead_letters_invalid_and_rejected_messages_in_sqlite_before_committing()
+ {
+    let tansu = Tansu::start().unwrap();
+    let bootstrap = tansu.bootstrap_servers();
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.set_behaviour(Behaviour {
+        key_status: HashMap::from([("il1api-bad".to_string(), 400)]),
+        ..Behaviour::default()
+    });
+    let (topic, group) = (unique("no-dlq-letters"), unique("group"));
+    create_topic(&bootstrap, &topic, 1).await;
+    let rejected = event("il1api-bad", "b-0", 100);
+    let records: Vec<Outgoing> = vec![
+        (Some(0), "g".into(), event("il1api-good", "g", 0)),
+        (Some(0), "b".into(), rejected.clone()),
+        (Some(0), "g".into(), event("il1api-good", "g", 1)),
+        (Some(0), "junk".into(), b"not json at all".to_vec()),
+        (Some(0), "g".into(), event("il1api-good", "g", 2)),
+    ];
+    produce_all(&producer(&bootstrap), &topic, &records).await;
+    let (_dir, db) = db_file();
+    let mut args = kafka_args(&bootstrap, &group);
+    args.extend(["-f", &db, "-e", &topic]);
+    let agent = start_agent(&stand_in, &args);
+
+    assert!(
+        eventually(WAIT, || committed(&bootstrap, &group, &topic, 1) == [5]).await,
+        "offsets not committed past the rejected messages; log:\n{}",
+        agent.log()
+    );
+    // The commit came after the dead-letter writes: they are there at once.
+    let (code, out) = queue_command(db.as_ref(), &["dead_letters", "--json"]).await;
+    assert_eq!(code, Some(0));
+    let letters: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 2, "dead letters:\n{out}");
+    for letter in &letters {
+        assert_eq!(letter["source"], "kafka", "{letter}");
+        assert_eq!(letter["topic"], topic.as_str(), "{letter}");
+    }
+    let permanent = letters.iter().find(|l| l["kind"] == "permanent").unwrap();
+    assert!(
+        permanent["reason"].as_str().unwrap().contains("400"),
+        "{permanent}"
+    );
+    assert_eq!(
+        permanent["payload"].as_str().unwrap().as_bytes(),
+        rejected.as_slice()
+    );
+    assert_eq!(permanent["attempts"], 1, "a 400 is not retried");
+    let invalid = letters.iter().find(|l| l["kind"] == "invalid").unwrap();
+    assert!(
+        invalid["reason"].as_str().unwrap().contains("JSON"),
+        "{invalid}"
+    );
+    assert_eq!(invalid["payload"], "not json at all");
+    assert_eq!(
+        ids(&stand_in.events()),
+        [0, 1, 2],
+        "the valid ones, in order"
+    );
+    agent.kill().await;
+}
+
+#[tokio::test]
+async fn a_requeued_kafka_dead_letter_is_delivered_by_the_running_agent() {
+    let tansu = Tansu::start().unwrap();
+    let bootstrap = tansu.bootstrap_servers();
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.set_behaviour(Behaviour {
+        key_status: HashMap::from([("il1api-fixed-later".to_string(), 404)]),
+        ..Behaviour::default()
+    });
+    let (topic, group) = (unique("requeue"), unique("group"));
+    create_topic(&bootstrap, &topic, 1).await;
+    let records: Vec<Outgoing> = vec![
+        (Some(0), "a".into(), event("il1api-fixed-later", "a", 0)),
+        (Some(0), "b".into(), event("il1api-good", "b", 1)),
+    ];
+    produce_all(&producer(&bootstrap), &topic, &records).await;
+    let (_dir, db) = db_file();
+    let mut args = kafka_args(&bootstrap, &group);
+    args.extend(["-f", &db, "-e", &topic]);
+    let agent = start_agent(&stand_in, &args);
+    assert!(
+        eventually(WAIT, || committed(&bootstrap, &group, &topic, 1) == [2]).await,
+        "{}",
+        agent.log()
+    );
+    assert_eq!(queue_stat(db.as_ref(), "dead_letters").await, 1);
+    assert_eq!(ids(&stand_in.events()), [1]);
+
+    // The integration key is fixed in ilert; the operator puts the letter back.
+    stand_in.set_behaviour(Behaviour::default());
+    let (code, out) = queue_command(db.as_ref(), &["requeue", "--all"]).await;
+    assert_eq!((code, out.as_str()), (Some(0), "requeued 1\n"));
+    assert!(
+        eventually(WAIT, || arrived(&stand_in).contains(&0)).await,
+        "the requeued letter was not delivered; log:\n{}",
+        agent.log()
+    );
+    assert!(
+        wait_for_stat(db.as_ref(), "queued", |n| n == 0).await,
+        "the row stays in the file"
+    );
+    assert_eq!(queue_stat(db.as_ref(), "dead_letters").await, 0);
+    agent.kill().await;
+}
+
+#[tokio::test]
+async fn a_rebalance_while_the_window_is_full_never_moves_a_commit_backwards() {
+    const PARTITIONS: i32 = 4;
+    const MESSAGES: usize = 4_000;
+    const KEYS: usize = 200;
+    let tansu = Tansu::start().unwrap();
+    let bootstrap = tansu.bootstrap_servers();
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.set_behaviour(Behaviour {
+        latency_ms: 200,
+        ..Behaviour::default()
+    });
+    let (topic, group) = (unique("rebalance"), unique("group"));
+    create_topic(&bootstrap, &topic, PARTITIONS).await;
+    // 20 messages per integration key: within its budget of 50 a minute, so ilert's
+    // latency and the window, not the rate limit, decide the pace.
+    let records: Vec<Outgoing> = (0..MESSAGES)
+        .map(|id| {
+            let key = id % KEYS;
+            let alert_key = format!("key-{key}");
+            let payload = event(&format!("il1api-rebalance-{key}"), &alert_key, id);
+            (None, alert_key, payload)
+        })
+        .collect();
+    let positions = produce_all(&producer(&bootstrap), &topic, &records).await;
+    let mut args = kafka_args(&bootstrap, &group);
+    // A small window that a slow ilert keeps full, so messages wait in it at each revoke.
+    args.extend([
+        "-v",
+        "-e",
+        &topic,
+        "--kafka_max_in_flight",
+        "20",
+        "--kafka_max_buffered",
+        "40",
+    ]);
+
+    // Committed offsets, sampled until the end of the test.
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (bootstrap, group, topic, done) = (
+            bootstrap.clone(),
+            group.clone(),
+            topic.clone(),
+            Arc::clone(&done),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut samples = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                samples.push(committed(&bootstrap, &group, &topic, PARTITIONS));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            samples
+        })
+    };
+
+    let first = start_agent(&stand_in, &args);
+    assert!(
+        eventually(WAIT, || arrived(&stand_in).len() >= 200).await,
+        "{}",
+        first.log()
+    );
+    // A second agent joins: partitions move while both windows are full ...
+    let second = start_agent(&stand_in, &args);
+    assert!(
+        eventually(WAIT, || second.full_log().contains("delivered")).await,
+        "the second agent got no partitions; log:\n{}",
+        second.log()
+    );
+    assert!(
+        arrived(&stand_in).len() < MESSAGES,
+        "the stream ended before the rebalance"
+    );
+    // ... and leaves: they move back to the first, which may still hold messages it read
+    // from them before the first revoke.
+    let (code, log) = second.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        arrived(&stand_in).len() < MESSAGES,
+        "the stream ended before the second rebalance"
+    );
+
+    assert!(
+        eventually(Duration::from_secs(120), || arrived(&stand_in).len()
+            == MESSAGES
+            && committed(&bootstrap, &group, &topic, PARTITIONS)
+                == end_offsets(&positions, PARTITIONS))
+        .await,
+        "{} of {MESSAGES} arrived, committed {:?} (end {:?}); log:\n{}",
+        arrived(&stand_in).len(),
+        committed(&bootstrap, &group, &topic, PARTITIONS),
+        end_offsets(&positions, PARTITIONS),
+        first.log()
+    );
+    done.store(true, Ordering::Relaxed);
+    let samples = sampler.await.unwrap();
+    assert!(samples.len() > 10, "too few samples: {samples:?}");
+    for pair in samples.windows(2) {
+        for (p, (before, after)) in pair[0].iter().zip(&pair[1]).enumerate() {
+            assert!(
+                after >= before,
+                "partition {p}: the commit moved back from {before} to {after}"
+            );
+        }
+    }
+    first.kill().await;
+}
+
+#[tokio::test]
+async fn a_hot_integration_key_on_kafka_does_not_hold_up_a_quiet_one() {
+    const HOT: usize = 600;
+    let tansu = Tansu::start().unwrap();
+    let bootstrap = tansu.bootstrap_servers();
+    let stand_in = StandIn::start().await.unwrap();
+    let (topic, group) = (unique("hot"), unique("group"));
+    create_topic(&bootstrap, &topic, 1).await;
+    // More distinct alert keys of the hot integration key than --kafka_max_in_flight (256),
+    // far more than its budget of 50 a minute lets through; the quiet key's come last.
+    let mut records: Vec<Outgoing> = (0..HOT)
+        .map(|id| {
+            let alert_key = format!("hot-{id}");
+            (
+                Some(0),
+                alert_key.clone(),
+                event("il1api-hot", &alert_key, id),
+            )
+        })
+        .collect();
+    records.extend((0..5).map(|i| {
+        let alert_key = format!("quiet-{i}");
+        (
+            Some(0),
+            alert_key.clone(),
+            event("il1api-quiet", &alert_key, HOT + i),
+        )
+    }));
+    produce_all(&producer(&bootstrap), &topic, &records).await;
+    let mut args = kafka_args(&bootstrap, &group);
+    args.extend(["-e", &topic]);
+    let agent = start_agent(&stand_in, &args);
+    assert!(
+        eventually(WAIT, || !stand_in.events().is_empty()).await,
+        "nothing delivered; log:\n{}",
+        agent.log()
+    );
+
+    let quiet: HashSet<u64> = (HOT..HOT + 5).map(|id| id as u64).collect();
+    assert!(
+        eventually(Duration::from_secs(20), || arrived(&stand_in)
+            .is_superset(&quiet))
+        .await,
+        "the quiet key waited behind the hot one: {} events arrived; log:\n{}",
+        stand_in.events().len(),
+        agent.log()
+    );
+    let hot_arrived = arrived(&stand_in).len() - quiet.len();
+    assert!(
+        hot_arrived < HOT,
+        "the hot key had drained already ({hot_arrived}), the check proves nothing"
+    );
+    assert!(
+        requests_for(&stand_in, "il1api-hot") <= 60,
+        "the hot key went over its budget"
+    );
+    agent.kill().await;
+}
+
+#[tokio::test]
+async fn an_aborted_shutdown_ends_within_the_shutdown_timeout_and_commits_nothing_undelivered() {
+    let tansu = Tansu::start().unwrap();
+    let bootstrap = tansu.bootstrap_servers();
+    let stand_in = StandIn::start().await.unwrap();
+    let (topic, group) = (unique("abort"), unique("group"));
+    create_topic(&bootstrap, &topic, 1).await;
+    let producer = producer(&bootstrap);
+    let first: Vec<Outgoing> = vec![(Some(0), "a".into(), event("il1api-ok", "a", 0))];
+    produce_all(&producer, &topic, &first).await;
+    let mut args = kafka_args(&bootstrap, &group);
+    args.extend(["-e", &topic, "--shutdown_timeout", "3s"]);
+    let mut agent = start_agent(&stand_in, &args);
+    assert!(
+        eventually(WAIT, || committed(&bootstrap, &group, &topic, 1) == [1]).await,
+        "{}",
+        agent.log()
+    );
+
+    // One integration key fails for good (503); a later message of another key is
+    // delivered, but the commit point must stay at the stuck one.
+    stand_in.set_behaviour(Behaviour {
+        key_status: HashMap::from([("il1api-stuck".to_string(), 503)]),
+        ..Behaviour::default()
+    });
+    let second: Vec<Outgoing> = vec![
+        (Some(0), "s".into(), event("il1api-stuck", "s", 1)),
+        (Some(0), "b".into(), event("il1api-ok", "b", 2)),
+    ];
+    produce_all(&producer, &topic, &second).await;
+    assert!(
+        eventually(WAIT, || requests_for(&stand_in, "il1api-stuck") >= 2
+            && arrived(&stand_in).contains(&2))
+        .await,
+        "{}",
+        agent.log()
+    );
+
+    let signalled = Instant::now();
+    agent.signal("TERM");
+    let status = tokio::time::timeout(WAIT, agent.child.wait()).await;
+    let took = signalled.elapsed();
+    let log = agent.full_log();
+    let status = status
+        .unwrap_or_else(|_| panic!("still running a minute after SIGTERM; log:\n{log}"))
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    // The documented bound: --shutdown_timeout, plus a little to commit and leave.
+    assert!(
+        took <= Duration::from_secs(3 + 3),
+        "took {took:?} to stop; log:\n{log}"
+    );
+    assert!(log.contains("--shutdown_timeout passed"), "{log}");
+    assert_eq!(
+        committed(&bootstrap, &group, &topic, 1),
+        [1],
+        "committed past the undelivered message; log:\n{log}"
+    );
+}
