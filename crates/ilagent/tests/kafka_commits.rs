@@ -204,6 +204,88 @@ async fn kafka_without_a_dlq_dead_letters_invalid_and_rejected_messages_in_sqlit
 }
 
 #[tokio::test]
+async fn kafka_without_a_dlq_keeps_the_offset_uncommitted_while_the_sqlite_file_cannot_be_written()
+{
+    let tansu = Tansu::start().unwrap();
+    let bootstrap = tansu.bootstrap_servers();
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.set_behaviour(Behaviour {
+        key_status: HashMap::from([("il1api-bad".to_string(), 400)]),
+        ..Behaviour::default()
+    });
+    let (topic, group) = (unique("locked-file"), unique("group"));
+    create_topic(&bootstrap, &topic, 1).await;
+    let producer = producer(&bootstrap);
+    let (_dir, db) = db_file();
+    let mut args = kafka_args(&bootstrap, &group);
+    args.extend(["-f", &db, "-e", &topic]);
+    let agent = start_agent(&stand_in, &args);
+    let first: Vec<Outgoing> = vec![(Some(0), "g".into(), event("il1api-good", "g", 0))];
+    produce_all(&producer, &topic, &first).await;
+    assert!(
+        eventually(WAIT, || committed(&bootstrap, &group, &topic, 1) == [1]).await,
+        "{}",
+        agent.log()
+    );
+
+    // Another process holds the file's write lock for 20 s (longer than the agent's 10 s
+    // busy timeout): the dead-letter write of the rejected message fails and is retried.
+    let mut locker = tokio::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(20)\n\
+             c.execute('COMMIT')",
+            &db,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(locker.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
+        .await
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let second: Vec<Outgoing> = vec![
+        (Some(0), "b".into(), event("il1api-bad", "b", 1)),
+        (Some(0), "g".into(), event("il1api-good", "g", 2)),
+    ];
+    produce_all(&producer, &topic, &second).await;
+    assert!(
+        eventually(WAIT, || agent
+            .full_log()
+            .contains("dead-letter write failed"))
+        .await,
+        "the write did not fail; log:\n{}",
+        agent.log()
+    );
+    assert!(
+        arrived(&stand_in).contains(&2),
+        "the next message was delivered"
+    );
+    assert_eq!(
+        committed(&bootstrap, &group, &topic, 1),
+        [1],
+        "committed past a message whose dead letter is not written"
+    );
+
+    // The lock goes away: the letter is written, then the offsets are committed.
+    locker.wait().await.unwrap();
+    assert!(
+        eventually(WAIT, || committed(&bootstrap, &group, &topic, 1) == [3]).await,
+        "{}",
+        agent.log()
+    );
+    assert_eq!(queue_stat(db.as_ref(), "dead_letters").await, 1);
+    agent.kill().await;
+}
+
+#[tokio::test]
 async fn a_requeued_kafka_dead_letter_is_delivered_by_the_running_agent() {
     let tansu = Tansu::start().unwrap();
     let bootstrap = tansu.bootstrap_servers();
@@ -468,6 +550,7 @@ async fn an_aborted_shutdown_ends_within_the_shutdown_timeout_and_commits_nothin
         "took {took:?} to stop; log:\n{log}"
     );
     assert!(log.contains("--shutdown_timeout passed"), "{log}");
+    println!("stopped {took:?} after SIGTERM with --shutdown_timeout 3s");
     assert_eq!(
         committed(&bootstrap, &group, &topic, 1),
         [1],
