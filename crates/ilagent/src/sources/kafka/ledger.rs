@@ -169,9 +169,11 @@ impl Ledgers {
         let moved = usize::try_from(watermark - from).unwrap_or(0);
         ledger.stored = Some(watermark);
         // Never store below what was stored before, in this generation or an earlier one
-        // (the partition may have been read again from an older commit).
+        // (the partition may have been read again from an older commit). The same point
+        // again is stored: a point stored in an earlier assignment may never have been
+        // committed (the assignment was lost), and without it the commit would stay behind.
         let highest = state.highest_stored.entry(tp.clone()).or_insert(i64::MIN);
-        if watermark <= *highest {
+        if watermark < *highest {
             return None;
         }
         *highest = watermark;
@@ -362,14 +364,17 @@ mod tests {
         }
         l.revoke(&[tp()]);
         // Assigned again, and read from an older commit (the last commit failed): the
-        // commit points below 100 are not stored again.
+        // commit points below 100 are not stored again ...
         let second = assign(&l);
         l.take_stored_count();
-        for offset in 40..100 {
+        for offset in 40..99 {
             assert!(l.take(&tp(), second, offset));
             assert_eq!(l.settle(&tp(), second, offset), None, "offset {offset}");
         }
         assert_eq!(l.take_stored_count(), 0);
+        // ... 100 is, since it may never have been committed, and so is what follows.
+        assert!(l.take(&tp(), second, 99));
+        assert_eq!(l.settle(&tp(), second, 99), Some(100));
         assert!(l.take(&tp(), second, 100));
         assert_eq!(l.settle(&tp(), second, 100), Some(101));
     }
