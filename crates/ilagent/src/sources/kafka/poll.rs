@@ -12,6 +12,11 @@
 //! `max.poll.interval.ms`. (Pausing at every full window would be simpler, but librdkafka
 //! drops its prefetched messages on pause and refetches on resume, which costs a fetch
 //! round trip each time the window fills: a tenfold loss of throughput.)
+//!
+//! While paused, the thread polls with messages still waiting for a slot, so a rebalance
+//! can revoke and assign their partitions again before they are handed over. Each message
+//! carries the generation of the assignment it was read in, and the ledger refuses it
+//! once that assignment is gone (see [`super::ledger`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
