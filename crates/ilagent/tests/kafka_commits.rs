@@ -1,15 +1,13 @@
-//! What the Kafka source commits, and when, in the cases that used to lose or rewind:
-//! without a dead-letter topic nothing undelivered is committed silently (transient
-//! failures are retried without limit, rejected messages go to the SQLite dead letters
-//! first), a rebalance never moves a commit backwards, an aborted shutdown ends on time,
-//! and a hot integration key does not hold up a quiet one. Against tansu and the ilert
+//! What the Kafka source commits, and when, in the cases that used to lose: without a
+//! dead-letter topic nothing undelivered is committed silently (transient failures are
+//! retried without limit, rejected messages go to the SQLite dead letters first), an
+//! aborted shutdown ends on time, and a hot integration key does not hold up a quiet one.
+//! (Rebalances: kafka_rebalance.rs.) Against tansu and the ilert
 //! stand-in, with the agent as a separate process and the production rate limits.
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -328,114 +326,6 @@ async fn a_requeued_kafka_dead_letter_is_delivered_by_the_running_agent() {
     );
     assert_eq!(queue_stat(db.as_ref(), "dead_letters").await, 0);
     agent.kill().await;
-}
-
-#[tokio::test]
-async fn a_rebalance_while_the_window_is_full_never_moves_a_commit_backwards() {
-    const PARTITIONS: i32 = 4;
-    const MESSAGES: usize = 4_000;
-    const KEYS: usize = 200;
-    let tansu = Tansu::start().unwrap();
-    let bootstrap = tansu.bootstrap_servers();
-    let stand_in = StandIn::start().await.unwrap();
-    stand_in.set_behaviour(Behaviour {
-        latency_ms: 200,
-        ..Behaviour::default()
-    });
-    let (topic, group) = (unique("rebalance"), unique("group"));
-    create_topic(&bootstrap, &topic, PARTITIONS).await;
-    // 20 messages per integration key: within its budget of 50 a minute, so ilert's
-    // latency and the window, not the rate limit, decide the pace.
-    let records: Vec<Outgoing> = (0..MESSAGES)
-        .map(|id| {
-            let key = id % KEYS;
-            let alert_key = format!("key-{key}");
-            let payload = event(&format!("il1api-rebalance-{key}"), &alert_key, id);
-            (None, alert_key, payload)
-        })
-        .collect();
-    let positions = produce_all(&producer(&bootstrap), &topic, &records).await;
-    let mut args = kafka_args(&bootstrap, &group);
-    // A small window that a slow ilert keeps full, so messages wait in it at each revoke.
-    args.extend([
-        "-v",
-        "-e",
-        &topic,
-        "--kafka_max_in_flight",
-        "20",
-        "--kafka_max_buffered",
-        "40",
-    ]);
-
-    // Committed offsets, sampled until the end of the test.
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (bootstrap, group, topic, done) = (
-            bootstrap.clone(),
-            group.clone(),
-            topic.clone(),
-            Arc::clone(&done),
-        );
-        tokio::task::spawn_blocking(move || {
-            let mut samples = Vec::new();
-            while !done.load(Ordering::Relaxed) {
-                samples.push(committed(&bootstrap, &group, &topic, PARTITIONS));
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            samples
-        })
-    };
-
-    let first = start_agent(&stand_in, &args);
-    assert!(
-        eventually(WAIT, || arrived(&stand_in).len() >= 200).await,
-        "{}",
-        first.log()
-    );
-    // A second agent joins: partitions move while both windows are full ...
-    let second = start_agent(&stand_in, &args);
-    assert!(
-        eventually(WAIT, || second.full_log().contains("delivered")).await,
-        "the second agent got no partitions; log:\n{}",
-        second.log()
-    );
-    assert!(
-        arrived(&stand_in).len() < MESSAGES,
-        "the stream ended before the rebalance"
-    );
-    // ... and leaves: they move back to the first, which may still hold messages it read
-    // from them before the first revoke.
-    let (code, log) = second.stop().await;
-    assert_eq!(code, Some(0), "{log}");
-    assert!(
-        arrived(&stand_in).len() < MESSAGES,
-        "the stream ended before the second rebalance"
-    );
-
-    assert!(
-        eventually(Duration::from_secs(120), || arrived(&stand_in).len()
-            == MESSAGES
-            && committed(&bootstrap, &group, &topic, PARTITIONS)
-                == end_offsets(&positions, PARTITIONS))
-        .await,
-        "{} of {MESSAGES} arrived, committed {:?} (end {:?}); log:\n{}",
-        arrived(&stand_in).len(),
-        committed(&bootstrap, &group, &topic, PARTITIONS),
-        end_offsets(&positions, PARTITIONS),
-        first.log()
-    );
-    done.store(true, Ordering::Relaxed);
-    let samples = sampler.await.unwrap();
-    assert!(samples.len() > 10, "too few samples: {samples:?}");
-    for pair in samples.windows(2) {
-        for (p, (before, after)) in pair[0].iter().zip(&pair[1]).enumerate() {
-            assert!(
-                after >= before,
-                "partition {p}: the commit moved back from {before} to {after}"
-            );
-        }
-    }
-    first.kill().await;
 }
 
 #[tokio::test]
