@@ -489,64 +489,6 @@ async fn a_rejected_key_goes_to_the_dead_letter_topic_with_headers_while_other_k
 }
 
 #[tokio::test]
-async fn without_a_dead_letter_topic_a_rejected_message_is_logged_and_committed() {
-    let tansu = Tansu::start().unwrap();
-    let bootstrap = tansu.bootstrap_servers();
-    let stand_in = StandIn::start().await.unwrap();
-    stand_in.set_behaviour(Behaviour {
-        key_status: HashMap::from([("il1api-bad".to_string(), 400)]),
-        ..Behaviour::default()
-    });
-    let (topic, group) = (unique("events"), unique("group"));
-    create_topic(&bootstrap, &topic, 1).await;
-    let producer = producer(&bootstrap);
-    let records: Vec<Outgoing> = vec![
-        (
-            Some(0),
-            "key-0".into(),
-            numbered_event("il1api-good", 0, 0, 0),
-        ),
-        (
-            Some(0),
-            "key-1".into(),
-            numbered_event("il1api-bad", 1, 0, 1),
-        ),
-        (
-            Some(0),
-            "key-0".into(),
-            numbered_event("il1api-good", 0, 1, 2),
-        ),
-    ];
-    produce_all(&producer, &topic, &records).await;
-
-    let mut args = kafka_args(&bootstrap, &group);
-    args.extend(["-e", &topic, "--rate_limit_events", "0"]);
-    let agent = start_agent(&stand_in, &args);
-    assert!(
-        eventually(WAIT, || committed(&bootstrap, &group, &topic, 1) == [3]).await,
-        "the rejected message held the commit point; log:\n{}",
-        agent.log()
-    );
-    assert_eq!(arrived_ids(&stand_in), [0, 2]);
-
-    let log = agent.full_log();
-    let location = format!("{topic}[0]@1");
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains(&location) && l.contains("rejected"))
-        .collect();
-    assert_eq!(lines.len(), 1, "logged once:\n{log}");
-    let line = lines[0];
-    assert!(line.contains("ERROR"), "{line}");
-    assert!(line.contains("400"), "the reason: {line}");
-    assert!(
-        line.contains("committed") && line.contains("without a copy"),
-        "says it is committed without a copy: {line}"
-    );
-    agent.kill().await;
-}
-
-#[tokio::test]
 async fn two_agents_share_the_partitions_and_the_survivor_takes_over_after_a_kill() {
     const KEYS: usize = 40;
     let tansu = Tansu::start().unwrap();

@@ -66,6 +66,8 @@ pub struct KafkaArgs {
     pub kafka_property: Vec<String>,
 
     /// Topic that receives messages which can never be delivered, with headers saying why.
+    /// Without it they go to the dead letters of the SQLite file (-f), and transient
+    /// failures are retried without limit instead of after --max_retries.
     #[arg(long, env = "ILAGENT_KAFKA_DLQ_TOPIC")]
     pub kafka_dlq_topic: Option<String>,
 

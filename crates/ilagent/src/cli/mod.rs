@@ -199,6 +199,8 @@ pub struct HeartbeatArgs {
 #[command(rename_all = "snake_case")]
 pub struct DeliveryArgs {
     /// Attempts before a message that keeps failing transiently is rejected (0 = unlimited).
+    /// Kafka counts them only with --kafka_dlq_topic; without one it retries until ilert
+    /// takes the message.
     #[arg(long, env = "ILAGENT_MAX_RETRIES", default_value_t = 100)]
     pub max_retries: u32,
 

@@ -130,6 +130,15 @@ impl Deliverer {
         }
     }
 
+    /// The same deliverer (same client, same rate budgets) retrying by `policy` (the
+    /// Kafka source without a dead-letter topic retries without limit).
+    pub fn with_policy(&self, policy: RetryPolicy) -> Self {
+        Deliverer {
+            policy,
+            ..self.clone()
+        }
+    }
+
     /// The retry policy, for callers that reschedule [`Outcome::Failed`] themselves.
     pub fn policy(&self) -> &RetryPolicy {
         &self.policy

@@ -10,8 +10,9 @@
 //!   or dead-letters them according to the outcome, with the attempt count in the row.
 //!
 //! Sources that acknowledge on the write (MQTT with `--mqtt_buffer`, the HTTP proxy) append
-//! rows; every source may record dead letters here.
+//! rows; every source may record dead letters here ([`dead_letter`] for live messages).
 
+pub(crate) mod dead_letter;
 mod order;
 pub mod record;
 mod schema;

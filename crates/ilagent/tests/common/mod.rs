@@ -40,7 +40,8 @@ impl Agent {
         let log = dir.path().join("agent.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_ilagent"));
-        // Its own working directory, so the default `-f ./ilagent.db3` is a file of its own.
+        // Its own working directory, so the default `-f ./ilagent.db3` is a file of its own
+        // (daemons that open the file lock it for themselves).
         command
             .current_dir(dir.path())
             .args(args)

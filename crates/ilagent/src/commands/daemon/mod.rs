@@ -3,8 +3,9 @@
 //! endpoints (`-p` or `--metrics_port`) and the agent's own heartbeat (`-b`).
 //!
 //! Start-up order: listeners first (a port in use stops the agent before anything is
-//! consumed), then the SQLite file (opened once, shared by the MQTT buffer and the proxy),
-//! then the tasks, all under one [`supervisor::Supervisor`].
+//! consumed), then the SQLite file (opened once, shared by the MQTT buffer, the proxy and
+//! the dead letters of Kafka without a dead-letter topic), then the tasks, all under one
+//! [`supervisor::Supervisor`].
 
 mod heartbeat;
 mod supervisor;
@@ -82,7 +83,9 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
     } else {
         None
     };
-    let queue = if config.mqtt.is_some() || config.http.is_some() {
+    // Kafka without a dead-letter topic keeps its dead letters in the file.
+    let kafka_needs_file = config.kafka.as_ref().is_some_and(|k| k.dlq_topic.is_none());
+    let queue = if config.mqtt.is_some() || config.http.is_some() || kafka_needs_file {
         let path = config.db_file.clone();
         match tokio::task::spawn_blocking(move || Queue::open(&path)).await {
             Ok(Ok(queue)) => Some(queue),
@@ -127,6 +130,11 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
             deliverer: deliverer.clone(),
             event_path: config.event_path.clone(),
             shutdown_timeout: config.shutdown_timeout,
+            queue: if kafka_needs_file {
+                queue.clone()
+            } else {
+                None
+            },
         };
         let shutdown = shutdown.clone();
         supervisor.spawn("kafka source", Some(health::KAFKA), async move {

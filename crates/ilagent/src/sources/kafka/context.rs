@@ -1,8 +1,8 @@
 //! librdkafka's callbacks: its logs into `tracing`, commit results into metrics, and the
 //! rebalance protocol of the agent.
 //!
-//! On assignment the ledgers start fresh (and `--kafka_offsets` are applied once per
-//! process); on revocation the agent stops taking messages of those partitions, waits up
+//! On assignment the ledgers start fresh, each partition under a new generation (and
+//! `--kafka_offsets` are applied once per process); on revocation the agent stops taking messages of those partitions, waits up
 //! to the drain timeout for their in-flight messages to settle, commits synchronously and
 //! only then lets the partitions go. All of this runs on the poll thread, inside `poll`,
 //! so blocking here blocks nothing but the consumer.

@@ -5,8 +5,9 @@
 //!   [`Dispatcher`](crate::pipeline::Dispatcher), pausing partitions when the window is full.
 //! - [`ledger`] tracks each partition's unsettled offsets; only the watermark below the
 //!   first unsettled one is ever stored, and librdkafka's auto commit commits what is stored.
-//! - [`settle`] dead-letters rejected messages ([`dead_letter`]) before their offset counts
-//!   as settled.
+//! - [`settle`] dead-letters rejected messages before their offset counts as settled: to
+//!   the dead-letter topic ([`dead_letter`]) or, without one, to the SQLite file's
+//!   dead-letter table, whose requeued rows a queue worker of this source delivers.
 //! - [`context`] serves librdkafka's callbacks: logs, commit results, and rebalances (drain
 //!   revoked partitions, commit, release).
 
@@ -15,6 +16,7 @@ mod context;
 pub mod dead_letter;
 mod ledger;
 mod poll;
+mod requeued;
 mod settle;
 
 use std::sync::Arc;
@@ -26,14 +28,15 @@ use tokio_util::sync::CancellationToken;
 
 use self::context::AgentContext;
 use self::dead_letter::DeadLetter;
-use self::ledger::{Ledgers, TopicPartition};
+use self::ledger::{Generation, Ledgers, TopicPartition};
 use self::poll::PollLoop;
-use self::settle::KafkaSettler;
+use self::settle::{DeadLetters, KafkaSettler};
 use crate::config::{KafkaConfig, Topics};
 use crate::delivery::Deliverer;
 use crate::ilert::EventPath;
 use crate::mapping::MappingConfig;
 use crate::pipeline::{Dispatcher, Limits, MessageRouter};
+use crate::queue::Queue;
 
 use crate::sources::route::{Routes, TopicSyntax};
 
@@ -41,10 +44,11 @@ use crate::sources::route::{Routes, TopicSyntax};
 /// this keeps the agent well inside 64 MB under any backlog).
 const MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
 
-/// How a Kafka message is settled: its partition and offset, and its raw key for the
-/// dead-letter copy.
+/// How a Kafka message is settled: its partition, the assignment it was read in, its
+/// offset, and its raw key for the dead-letter copy.
 pub struct KafkaTicket {
     pub tp: TopicPartition,
+    pub generation: Generation,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
 }
@@ -54,10 +58,15 @@ pub struct KafkaSource {
     pub config: KafkaConfig,
     pub topics: Topics,
     pub mapping: Arc<MappingConfig>,
+    /// With the configured retry policy; without a dead-letter topic the source retries
+    /// transient failures without limit (see [`KafkaSource::run`]).
     pub deliverer: Deliverer,
     /// `--ilert_event_path`, or the Kafka alert-source path.
     pub event_path: Option<EventPath>,
     pub shutdown_timeout: Duration,
+    /// The SQLite file (`-f`), opened by the daemon when there is no dead-letter topic:
+    /// its dead-letter table takes the rejected messages.
+    pub queue: Option<Queue>,
 }
 
 /// A failure that stops the source: the consumer or producer could not be created.
@@ -82,16 +91,41 @@ impl KafkaSource {
         consumer
             .subscribe(&routes.subscriptions())
             .map_err(|e| KafkaSourceError(format!("cannot subscribe: {e}")))?;
-        let dead_letter = match &self.config.dlq_topic {
-            Some(topic) => {
+        let path = self
+            .event_path
+            .clone()
+            .unwrap_or_else(|| EventPath::PerKey(EventPath::KAFKA.to_string()));
+        // Without a dead-letter topic, a message whose retries ran out would have nowhere
+        // to go but a commit without a copy: it is retried until ilert takes it instead
+        // (the commit point waits and Kafka holds the backlog).
+        let (dead_letters, deliverer, worker) = match (&self.config.dlq_topic, &self.queue) {
+            (Some(topic), _) => {
                 let producer: FutureProducer = client::producer_config(&self.config)
                     .create()
                     .map_err(|e| {
                         KafkaSourceError(format!("cannot create the dead-letter producer: {e}"))
                     })?;
-                Some(DeadLetter::new(producer, topic.clone()))
+                let topic = DeadLetters::Topic(DeadLetter::new(producer, topic.clone()));
+                (topic, self.deliverer.clone(), None)
             }
-            None => None,
+            (None, Some(queue)) => {
+                let policy = self.deliverer.policy().unlimited();
+                let worker = requeued::spawn_worker(
+                    queue,
+                    &self.deliverer.with_event_path(path.clone()),
+                    MessageRouter::by_topic(routes.clone(), Arc::clone(&self.mapping)),
+                    self.config.max_in_flight,
+                    &shutdown,
+                    self.shutdown_timeout,
+                );
+                let table = DeadLetters::Table(queue.clone());
+                (table, self.deliverer.with_policy(policy), Some(worker))
+            }
+            (None, None) => {
+                return Err(KafkaSourceError(
+                    "without --kafka_dlq_topic the SQLite file (-f) takes the dead letters, and it was not opened".into(),
+                ));
+            }
         };
 
         let consumer = Arc::new(consumer);
@@ -99,20 +133,16 @@ impl KafkaSource {
         let settler = KafkaSettler {
             consumer: Arc::clone(&consumer),
             ledgers: Arc::clone(&ledgers),
-            dead_letter,
+            dead_letters,
             abort: abort.clone(),
         };
-        let path = self
-            .event_path
-            .clone()
-            .unwrap_or_else(|| EventPath::PerKey(EventPath::KAFKA.to_string()));
         let limits = Limits {
             max_in_flight: self.config.max_in_flight,
             max_buffered: self.config.max_buffered,
             max_buffered_bytes: MAX_BUFFERED_BYTES,
         };
         let dispatcher = Dispatcher::with_limits(
-            self.deliverer.with_event_path(path),
+            deliverer.with_event_path(path),
             settler,
             limits,
             abort.clone(),
@@ -137,7 +167,12 @@ impl KafkaSource {
             .name("kafka-poll".into())
             .spawn(move || poll_loop.run())
             .map_err(|e| KafkaSourceError(format!("cannot start the poll thread: {e}")))?;
-        match tokio::task::spawn_blocking(move || thread.join()).await {
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        if let Some(worker) = worker {
+            // It stops on the same shutdown signal, within the same timeout.
+            let _ = worker.await;
+        }
+        match joined {
             Ok(Ok(())) => Ok(()),
             _ => Err(KafkaSourceError(
                 "the poll thread stopped unexpectedly".into(),

@@ -12,6 +12,11 @@
 //! `max.poll.interval.ms`. (Pausing at every full window would be simpler, but librdkafka
 //! drops its prefetched messages on pause and refetches on resume, which costs a fetch
 //! round trip each time the window fills: a tenfold loss of throughput.)
+//!
+//! While paused, the thread polls with messages still waiting for a slot, so a rebalance
+//! can revoke and assign their partitions again before they are handed over. Each message
+//! carries the generation of the assignment it was read in, and the ledger refuses it
+//! once that assignment is gone (see [`super::ledger`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -99,7 +104,7 @@ impl PollLoop {
                 None => {}
                 Some(Err(error)) => events::source_error(SourceKind::Kafka, &error),
                 Some(Ok(record)) => {
-                    waiting.push_back(convert(&record));
+                    waiting.push_back(convert(&record, &self.ledgers));
                     if paused {
                         // A rebalance may have assigned partitions after the pause: pause
                         // the whole assignment again, so the waiting list stays short.
@@ -112,9 +117,14 @@ impl PollLoop {
     }
 
     /// Maps the message and hands it to the dispatcher, unless its partition was revoked
-    /// while it waited (then its new owner reads it from the last commit).
+    /// while it waited, even if it was assigned again since (then its owner reads it
+    /// again from the last commit; submitting it would settle an old offset into the new
+    /// assignment).
     fn submit(&self, slot: crate::pipeline::Slot, ticket: KafkaTicket, message: Message) {
-        if !self.ledgers.take(&ticket.tp, ticket.offset) {
+        if !self
+            .ledgers
+            .take(&ticket.tp, ticket.generation, ticket.offset)
+        {
             return;
         }
         events::received(&message.meta);
@@ -149,6 +159,8 @@ impl PollLoop {
     /// is settled and leaves the group.
     fn drain(self) {
         self.set_paused(true);
+        // Deliveries waiting for a budget or a backoff stop now and stay uncommitted.
+        self.dispatcher.stop_waiting();
         let PollLoop {
             consumer,
             ledgers,
@@ -227,7 +239,10 @@ impl Committer {
     }
 }
 
-fn convert(record: &BorrowedMessage<'_>) -> (KafkaTicket, Message) {
+/// The message and its ticket, stamped with the generation of its partition's assignment
+/// now (the rebalance callbacks run inside `poll` on this thread, so what `poll` returns
+/// belongs to the current assignment).
+fn convert(record: &BorrowedMessage<'_>, ledgers: &Ledgers) -> (KafkaTicket, Message) {
     let topic = record.topic().to_string();
     let mut meta = Metadata::new(SourceKind::Kafka, topic.clone());
     meta.partition = Some(record.partition());
@@ -253,8 +268,10 @@ fn convert(record: &BorrowedMessage<'_>) -> (KafkaTicket, Message) {
             })
             .collect();
     }
+    let tp = (topic, record.partition());
     let ticket = KafkaTicket {
-        tp: (topic, record.partition()),
+        generation: ledgers.generation(&tp),
+        tp,
         offset: record.offset(),
         key: record.key().map(<[u8]>::to_vec),
     };
