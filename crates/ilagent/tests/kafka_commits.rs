@@ -439,11 +439,81 @@ async fn an_aborted_shutdown_ends_within_the_shutdown_timeout_and_commits_nothin
         took <= Duration::from_secs(3 + 3),
         "took {took:?} to stop; log:\n{log}"
     );
-    assert!(log.contains("--shutdown_timeout passed"), "{log}");
+    // The stuck message was waiting for its next attempt: shutdown interrupted the wait
+    // at once and left it uncommitted.
+    assert!(log.contains("delivery interrupted by shutdown"), "{log}");
     println!("stopped {took:?} after SIGTERM with --shutdown_timeout 3s");
     assert_eq!(
         committed(&bootstrap, &group, &topic, 1),
         [1],
         "committed past the undelivered message; log:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn an_aborted_shutdown_with_a_request_on_the_wire_ends_within_the_shutdown_timeout() {
+    let tansu = Tansu::start().unwrap();
+    let bootstrap = tansu.bootstrap_servers();
+    // An "ilert" that takes the connection and never answers: the request stays on the
+    // wire, which is what --shutdown_timeout waits for.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let (topic, group) = (unique("abort-wire"), unique("group"));
+    create_topic(&bootstrap, &topic, 1).await;
+    let records: Vec<Outgoing> = vec![(Some(0), "a".into(), event("il1api-ok", "a", 0))];
+    produce_all(&producer(&bootstrap), &topic, &records).await;
+    let mut args = kafka_args(&bootstrap, &group);
+    args.extend([
+        "-e",
+        &topic,
+        "--shutdown_timeout",
+        "3s",
+        "--request_timeout",
+        "60s",
+    ]);
+    let mut agent = Agent::start(
+        &args,
+        &[
+            ("ILERT_API_URL", url.as_str()),
+            ("ILAGENT_ILERT_BEAT_URL", url.as_str()),
+        ],
+    );
+    assert!(
+        eventually(WAIT, || accepted.load(std::sync::atomic::Ordering::SeqCst)
+            >= 1)
+        .await,
+        "{}",
+        agent.log()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let signalled = Instant::now();
+    agent.signal("TERM");
+    let status = tokio::time::timeout(WAIT, agent.child.wait()).await;
+    let took = signalled.elapsed();
+    let log = agent.full_log();
+    let status = status
+        .unwrap_or_else(|_| panic!("still running a minute after SIGTERM; log:\n{log}"))
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    // The documented bound: --shutdown_timeout, plus a little to commit and leave.
+    assert!(
+        took <= Duration::from_secs(3 + 3),
+        "took {took:?} to stop; log:\n{log}"
+    );
+    assert!(log.contains("--shutdown_timeout passed"), "{log}");
+    assert_ne!(
+        committed(&bootstrap, &group, &topic, 1),
+        [1],
+        "the undelivered message was committed; log:\n{log}"
     );
 }
