@@ -57,28 +57,7 @@ impl Store {
     ) -> Result<Vec<i64>, QueueError> {
         self.sync(true)?;
         let tx = self.connection.transaction().map_err(sql("begin insert"))?;
-        let mut ids = Vec::new();
-        {
-            let mut statement = tx
-                .prepare_cached(
-                    "INSERT INTO queue (source, topic, payload, metadata, order_key, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(sql("prepare insert"))?;
-            for row in rows {
-                statement
-                    .execute(params![
-                        row.source.as_str(),
-                        row.topic,
-                        row.payload,
-                        row.meta.to_json(),
-                        row.order_key,
-                        row.created_at_ms
-                    ])
-                    .map_err(sql("insert"))?;
-                ids.push(tx.last_insert_rowid());
-            }
-        }
+        let ids = insert_rows(&tx, rows)?;
         tx.commit().map_err(sql("commit insert"))?;
         Ok(ids)
     }
@@ -424,6 +403,34 @@ fn queued_row(row: &Row<'_>) -> rusqlite::Result<QueuedRow> {
         created_at_ms: row.get(8)?,
         order_key: row.get(9)?,
     })
+}
+
+/// Appends `rows` inside `tx`; their ids in the same order.
+fn insert_rows<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    rows: impl IntoIterator<Item = &'a NewRow>,
+) -> Result<Vec<i64>, QueueError> {
+    let mut statement = tx
+        .prepare_cached(
+            "INSERT INTO queue (source, topic, payload, metadata, order_key, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(sql("prepare insert"))?;
+    let mut ids = Vec::new();
+    for row in rows {
+        statement
+            .execute(params![
+                row.source.as_str(),
+                row.topic,
+                row.payload,
+                row.meta.to_json(),
+                row.order_key,
+                row.created_at_ms
+            ])
+            .map_err(sql("insert"))?;
+        ids.push(tx.last_insert_rowid());
+    }
+    Ok(ids)
 }
 
 fn sql(what: &'static str) -> impl Fn(rusqlite::Error) -> QueueError {

@@ -29,10 +29,10 @@
 //! start with no attempts counted (0.9 kept no count). All of it is one transaction: a crash
 //! half-way leaves 0.9's tables as they were, and the next start tries again.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::OptionalExtension;
 use serde_json::{Map, Value};
 
-use super::{Store, sql};
+use super::{Store, insert_rows, sql};
 use crate::message::SourceKind;
 use crate::queue::QueueError;
 use crate::queue::record::{NewRow, StoredMeta, now_ms};
@@ -89,24 +89,7 @@ impl Store {
             .transaction()
             .map_err(sql("begin the 0.9 import"))?;
         {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO queue (source, topic, payload, metadata, order_key, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(sql("prepare the 0.9 import"))?;
-            for row in &rows {
-                insert
-                    .execute(params![
-                        row.source.as_str(),
-                        row.topic,
-                        row.payload,
-                        row.meta.to_json(),
-                        row.order_key,
-                        row.created_at_ms
-                    ])
-                    .map_err(sql("import a 0.9 row"))?;
-            }
+            insert_rows(&tx, &rows)?;
             for table in &tables {
                 tx.execute(&format!("DELETE FROM {table}"), [])
                     .map_err(sql("empty a 0.9 table"))?;
