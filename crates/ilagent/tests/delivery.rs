@@ -78,6 +78,7 @@ async fn deliver(deliverer: &Deliverer, action: &Action) -> Outcome {
         cancel: &cancel,
         slots: None,
         stop_waiting: None,
+        revoked: None,
     };
     deliverer.deliver(action, &ctx).await
 }
@@ -330,6 +331,7 @@ async fn a_deadline_turns_repeated_transient_failures_into_a_rejection() {
         cancel: &cancel,
         slots: None,
         stop_waiting: None,
+        revoked: None,
     };
     let outcome = deliverer.deliver(&alert("il1api-a", "x"), &ctx).await;
 
@@ -365,6 +367,7 @@ async fn shutdown_interrupts_a_message_waiting_to_be_retried() {
         cancel: &cancel,
         slots: None,
         stop_waiting: None,
+        revoked: None,
     };
     let outcome = deliverer.deliver(&alert("il1api-a", "x"), &ctx).await;
 

@@ -209,3 +209,110 @@ async fn pings_beyond_a_heartbeats_budget_are_coalesced_at_once_instead_of_waiti
         .count();
     assert_eq!((delivered, coalesced), (5, 3), "{outcomes:?}");
 }
+
+#[tokio::test]
+async fn after_shutdown_interrupts_a_keys_message_no_later_message_of_the_key_goes_out() {
+    let stand_in = StandIn::start().await.unwrap();
+    // The ALERT fails and ilert asks for 30 s; the RESOLVE of the same alert key waits.
+    stand_in.script([Scripted::RetryAfterSeconds {
+        status: 503,
+        seconds: 30,
+    }]);
+    let recorder = Recorder::default();
+    let dispatcher = dispatcher(deliverer(&stand_in, Budgets::default()), &recorder, 16);
+    submit(&dispatcher, "alert", alert("il1api-k", "pump-3"));
+    let mut resolve = Event::new(Secret::new("il1api-k"), EventType::Resolve);
+    resolve.alert_key = Some("pump-3".into());
+    submit(&dispatcher, "resolve", Action::Event(Box::new(resolve)));
+    assert!(
+        eventually(|| stand_in.requests().len() == 1).await,
+        "the ALERT was tried"
+    );
+
+    dispatcher.stop_waiting();
+    tokio::time::timeout(Duration::from_secs(10), dispatcher.drained())
+        .await
+        .expect("both settled at once");
+    let outcomes = recorder.outcomes();
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::Interrupted { .. })),
+        "both are left for the restart: {outcomes:?}"
+    );
+    assert_eq!(
+        stand_in.requests().len(),
+        1,
+        "the RESOLVE did not overtake its ALERT"
+    );
+}
+
+/// Settles like [`Recorder`], with a ticket that its source can revoke.
+#[derive(Clone, Default)]
+struct RevocableRecorder {
+    settled: Arc<Mutex<Vec<(String, Outcome)>>>,
+}
+
+impl Settle for RevocableRecorder {
+    type Ticket = (String, CancellationToken);
+
+    async fn settle(&self, job: Job<(String, CancellationToken)>, outcome: Outcome) {
+        self.settled.lock().unwrap().push((job.ticket.0, outcome));
+    }
+
+    fn revoked(&self, ticket: &(String, CancellationToken)) -> Option<CancellationToken> {
+        Some(ticket.1.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_message_stops_waiting_and_is_left_unsettled() {
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.script([Scripted::RetryAfterSeconds {
+        status: 503,
+        seconds: 30,
+    }]);
+    let recorder = RevocableRecorder::default();
+    let dispatcher = Dispatcher::new(
+        deliverer(&stand_in, Budgets::default()),
+        recorder.clone(),
+        16,
+        CancellationToken::new(),
+    );
+    let revoke = CancellationToken::new();
+    let slot = dispatcher.try_reserve().unwrap();
+    dispatcher.submit(
+        slot,
+        Job {
+            ticket: ("m1".to_string(), revoke.clone()),
+            message: Message {
+                payload: Vec::new(),
+                meta: Metadata::new(SourceKind::Kafka, "events"),
+            },
+            action: alert("il1api-k", "pump-3"),
+        },
+    );
+    assert!(eventually(|| stand_in.requests().len() == 1).await);
+    // The partition moved to another consumer: this one must not deliver it any more.
+    revoke.cancel();
+    tokio::time::timeout(Duration::from_secs(10), dispatcher.drained())
+        .await
+        .expect("settled at once");
+    let settled = recorder.settled.lock().unwrap().clone();
+    assert!(
+        matches!(settled[..], [(_, Outcome::Interrupted { .. })]),
+        "{settled:?}"
+    );
+    assert_eq!(stand_in.requests().len(), 1);
+}
+
+async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}

@@ -46,6 +46,7 @@ pub async fn deliver(
         cancel: &cancel,
         slots: None,
         stop_waiting: None,
+        revoked: None,
     };
     match deliverer.deliver(&action, &ctx).await {
         Outcome::Delivered {

@@ -51,15 +51,36 @@ pub struct Context<'a> {
     /// delivery slot, a backoff or `Retry-After`) stops at once, unsettled, while a request
     /// already on the wire may finish until `cancel`. `None`: waits until `cancel`.
     pub stop_waiting: Option<&'a CancellationToken>,
+    /// Cancelled when the source no longer wants this message (a revoked Kafka partition):
+    /// it stops waiting as at shutdown.
+    pub revoked: Option<&'a CancellationToken>,
 }
 
 impl Context<'_> {
-    /// Resolves when waiting should stop (never, without a `stop_waiting` token).
-    async fn waits_stopped(&self) {
-        match self.stop_waiting {
-            Some(token) => token.cancelled().await,
-            None => std::future::pending().await,
+    fn is_stopping(&self) -> bool {
+        self.stop_waiting
+            .is_some_and(CancellationToken::is_cancelled)
+    }
+
+    fn is_revoked(&self) -> bool {
+        self.revoked.is_some_and(CancellationToken::is_cancelled)
+    }
+
+    /// Resolves when waiting should stop: shutdown began or the message was revoked
+    /// (never, without either token).
+    pub(crate) async fn waits_stopped(&self) {
+        tokio::select! {
+            () = cancelled(self.stop_waiting) => {}
+            () = cancelled(self.revoked) => {}
         }
+    }
+}
+
+/// Resolves when `token` is cancelled; never without one.
+async fn cancelled(token: Option<&CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -253,9 +274,10 @@ impl Deliverer {
                 tracing::debug!(location = %ctx.location, %reason, attempts, retry_in = ?wait, "delivery failed again, retrying");
             }
             tokio::select! {
-                () = tokio::time::sleep(wait) => {}
+                biased;
                 () = ctx.cancel.cancelled() => return Outcome::Interrupted { attempts },
                 () = ctx.waits_stopped() => return Outcome::Interrupted { attempts },
+                () = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -269,12 +291,7 @@ impl Deliverer {
         ctx: &Context<'_>,
     ) -> Option<Verdict> {
         let shared = &self.shared;
-        let enter = |class, key| async move {
-            tokio::select! {
-                on_wire = wire.enter(class, key) => Some(on_wire),
-                () = ctx.waits_stopped() => None,
-            }
-        };
+        let enter = |class, key| wire.enter_unless_stopped(class, key, ctx);
         let verdict = match action {
             Action::Event(event) => {
                 let _on_wire = enter(KeyClass::Integration, event.integration_key.expose()).await?;
@@ -286,8 +303,15 @@ impl Deliverer {
             }
             Action::PolicyUpdate(update) => match &shared.api_key {
                 Some(api_key) => {
-                    policy_update::attempt(&shared.client, wire, &shared.lookups, api_key, update)
-                        .await
+                    return policy_update::attempt(
+                        &shared.client,
+                        wire,
+                        ctx,
+                        &shared.lookups,
+                        api_key,
+                        update,
+                    )
+                    .await;
                 }
                 None => Verdict::Permanent {
                     status: None,

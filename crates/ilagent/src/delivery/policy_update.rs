@@ -22,6 +22,7 @@ use crate::ilert::client::EscalationPolicy;
 use crate::ilert::{IlertClient, Verdict};
 use crate::secret::Secret;
 
+use super::Context;
 use super::rate_limit::KeyClass;
 use super::wire::Wire;
 
@@ -90,14 +91,17 @@ impl LookupCache {
 pub(super) async fn attempt(
     client: &IlertClient,
     wire: &Wire<'_>,
+    ctx: &Context<'_>,
     cache: &LookupCache,
     api_key: &Secret,
     update: &PolicyUpdate,
-) -> Verdict {
+) -> Option<Verdict> {
     let user_id = match cache.user(&update.email) {
         Some(id) => id,
         None => {
-            let on_wire = wire.enter(KeyClass::Api, api_key.expose()).await;
+            let on_wire = wire
+                .enter_unless_stopped(KeyClass::Api, api_key.expose(), ctx)
+                .await?;
             let found = client.search_user(api_key, &update.email).await;
             drop(on_wire);
             match found {
@@ -121,7 +125,9 @@ pub(super) async fn attempt(
     let policy = match cached {
         Some(policy) => policy,
         None => {
-            let on_wire = wire.enter(KeyClass::Api, api_key.expose()).await;
+            let on_wire = wire
+                .enter_unless_stopped(KeyClass::Api, api_key.expose(), ctx)
+                .await?;
             let resolved = client.resolve_policy(api_key, &update.routing_key).await;
             drop(on_wire);
             match resolved {
@@ -154,7 +160,9 @@ pub(super) async fn attempt(
         ));
     };
 
-    let on_wire = wire.enter(KeyClass::Api, api_key.expose()).await;
+    let on_wire = wire
+        .enter_unless_stopped(KeyClass::Api, api_key.expose(), ctx)
+        .await?;
     let verdict = client
         .update_level(
             api_key,
@@ -177,26 +185,28 @@ pub(super) async fn attempt(
     }
 }
 
-fn stale_cache(routing_key: &str) -> Verdict {
-    Verdict::Transient {
+// The verdicts below are `Some`: `None` is only "stopped before a request went out".
+
+fn stale_cache(routing_key: &str) -> Option<Verdict> {
+    Some(Verdict::Transient {
         status: None,
         reason: format!(
             "the cached escalation policy for `{routing_key}` is out of date; looking it up again"
         ),
         retry_after: Some(Duration::ZERO),
-    }
+    })
 }
 
-fn permanent(reason: String) -> Verdict {
-    Verdict::Permanent {
+fn permanent(reason: String) -> Option<Verdict> {
+    Some(Verdict::Permanent {
         status: None,
         reason,
-    }
+    })
 }
 
 /// Prefixes a failure's reason with the step it happened in.
-fn in_step(step: &str, verdict: Verdict) -> Verdict {
-    match verdict {
+fn in_step(step: &str, verdict: Verdict) -> Option<Verdict> {
+    Some(match verdict {
         Verdict::Transient {
             status,
             reason,
@@ -211,5 +221,5 @@ fn in_step(step: &str, verdict: Verdict) -> Verdict {
             reason: format!("{step}: {reason}"),
         },
         delivered => delivered,
-    }
+    })
 }

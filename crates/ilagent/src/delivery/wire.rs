@@ -9,6 +9,7 @@
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+use super::Context;
 use super::rate_limit::{KeyClass, RateLimiter};
 
 pub(crate) struct Wire<'a> {
@@ -29,5 +30,31 @@ impl Wire<'_> {
         };
         self.limiter.sent_at(class, key, slot, Instant::now());
         permit
+    }
+
+    /// [`Wire::enter`], unless waiting stops first: `None` then, and nothing went out.
+    /// A revoked message never goes out. Once shutdown began, a request that its key's
+    /// budget lets go at once still goes (so the drain delivers what it can), while one
+    /// that would wait for the budget stops.
+    pub async fn enter_unless_stopped(
+        &self,
+        class: KeyClass,
+        key: &str,
+        ctx: &Context<'_>,
+    ) -> Option<Option<SemaphorePermit<'_>>> {
+        if ctx.is_revoked() {
+            return None;
+        }
+        if ctx.is_stopping() {
+            if !self.limiter.has_room(class, key) {
+                return None;
+            }
+            return Some(self.enter(class, key).await);
+        }
+        tokio::select! {
+            biased;
+            () = ctx.waits_stopped() => None,
+            on_wire = self.enter(class, key) => Some(on_wire),
+        }
     }
 }

@@ -50,6 +50,12 @@ pub trait Settle: Send + Sync + 'static {
     type Ticket: Send + 'static;
 
     fn settle(&self, job: Job<Self::Ticket>, outcome: Outcome) -> impl Future<Output = ()> + Send;
+
+    /// Cancelled when the source no longer wants this message delivered (Kafka: its
+    /// partition was revoked); it then stops waiting as at shutdown. `None`: always wanted.
+    fn revoked(&self, _ticket: &Self::Ticket) -> Option<CancellationToken> {
+        None
+    }
 }
 
 /// A place in the window, held from reservation until the message is settled.
@@ -292,15 +298,28 @@ impl<S: Settle> Dispatcher<S> {
 
 async fn run_key<S: Settle>(inner: Arc<Inner<S>>, key: OrderKey, first: Queued<S::Ticket>) {
     let mut next = Some(first);
+    // Once shutdown interrupted a message of this key, no later one of the key may go out
+    // before it: they are all left for the restart.
+    let mut interrupted = false;
     while let Some(Queued { job, slot }) = next {
+        let revoked = inner.settler.revoked(&job.ticket);
         let ctx = Context {
             location: &job.message.meta,
             deadline: None,
             cancel: &inner.abort,
             slots: Some(&inner.on_wire),
             stop_waiting: Some(&inner.stop_waiting),
+            revoked: revoked.as_ref(),
         };
-        let outcome = inner.deliverer.deliver(&job.action, &ctx).await;
+        let outcome = if interrupted {
+            Outcome::Interrupted { attempts: 0 }
+        } else {
+            inner.deliverer.deliver(&job.action, &ctx).await
+        };
+        let stopping = inner.stop_waiting.is_cancelled() || inner.abort.is_cancelled();
+        if matches!(outcome, Outcome::Interrupted { .. }) && stopping {
+            interrupted = true;
+        }
         inner.settler.settle(job, outcome).await;
         drop(slot);
         let mut keys = lock(&inner.keys);

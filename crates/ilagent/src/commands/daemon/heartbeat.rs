@@ -55,6 +55,7 @@ pub async fn ping_while_healthy(
             cancel: &shutdown,
             slots: None,
             stop_waiting: None,
+            revoked: None,
         };
         match deliverer.deliver(&action, &ctx).await {
             Outcome::Delivered { .. } => events::agent_heartbeat("pinged", ""),

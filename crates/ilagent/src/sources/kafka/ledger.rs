@@ -27,6 +27,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
@@ -38,6 +39,9 @@ pub type Generation = u64;
 #[derive(Debug, Default)]
 struct PartitionLedger {
     generation: Generation,
+    /// Cancelled when this assignment ends: deliveries of its messages stop waiting (the
+    /// new owner delivers them; one that went on delivering could overtake its messages).
+    revoked: CancellationToken,
     /// Taken and still being delivered or dead-lettered.
     pending: BTreeSet<i64>,
     /// Taken, given up on (shutdown aborted them): never settled, not waited for.
@@ -103,7 +107,9 @@ impl Ledgers {
     pub fn revoke(&self, partitions: &[TopicPartition]) {
         let mut state = self.lock();
         for tp in partitions {
-            state.assigned.remove(tp);
+            if let Some(ledger) = state.assigned.remove(tp) {
+                ledger.revoked.cancel();
+            }
         }
         self.settled.notify_all();
     }
@@ -114,21 +120,25 @@ impl Ledgers {
         self.lock().assigned.get(tp).map_or(0, |l| l.generation)
     }
 
-    /// Records that `offset`, read in `generation`, was taken for delivery. `false` if the
-    /// partition is not assigned any more or was assigned again since: the message must
-    /// then be dropped, its owner reads it again from the last commit.
-    pub fn take(&self, tp: &TopicPartition, generation: Generation, offset: i64) -> bool {
+    /// Records that `offset`, read in `generation`, was taken for delivery, and returns
+    /// the token that the revocation of this assignment cancels. `None` if the partition
+    /// is not assigned any more or was assigned again since: the message must then be
+    /// dropped, its owner reads it again from the last commit.
+    pub fn take(
+        &self,
+        tp: &TopicPartition,
+        generation: Generation,
+        offset: i64,
+    ) -> Option<CancellationToken> {
         let mut state = self.lock();
-        let Some(ledger) = state.assigned.get_mut(tp) else {
-            return false;
-        };
+        let ledger = state.assigned.get_mut(tp)?;
         if ledger.generation != generation {
-            return false;
+            return None;
         }
         ledger.pending.insert(offset);
         ledger.first_taken.get_or_insert(offset);
         ledger.highest_taken = Some(ledger.highest_taken.map_or(offset, |h| h.max(offset)));
-        true
+        Some(ledger.revoked.clone())
     }
 
     /// Marks `offset` settled; returns the partition's new commit point if it advanced.
@@ -253,7 +263,7 @@ mod tests {
         let l = Ledgers::default();
         let g = assign(&l);
         for offset in 10..15 {
-            assert!(l.take(&tp(), g, offset));
+            assert!(l.take(&tp(), g, offset).is_some());
         }
         assert_eq!(
             l.settle(&tp(), g, 12),
@@ -271,7 +281,7 @@ mod tests {
         let l = Ledgers::default();
         let g = assign(&l);
         for offset in 100..110 {
-            l.take(&tp(), g, offset);
+            let _ = l.take(&tp(), g, offset);
         }
         for offset in 101..110 {
             l.settle(&tp(), g, offset);
@@ -286,8 +296,8 @@ mod tests {
     fn gaps_in_offsets_do_not_hold_the_commit_point() {
         let l = Ledgers::default();
         let g = assign(&l);
-        l.take(&tp(), g, 3);
-        l.take(&tp(), g, 7); // 4..6 were transaction markers or compacted away
+        let _ = l.take(&tp(), g, 3);
+        let _ = l.take(&tp(), g, 7); // 4..6 were transaction markers or compacted away
         assert_eq!(l.settle(&tp(), g, 3), Some(7));
         assert_eq!(l.settle(&tp(), g, 7), Some(8));
     }
@@ -296,9 +306,9 @@ mod tests {
     fn messages_of_unassigned_partitions_are_refused_and_late_settles_ignored() {
         let l = Ledgers::default();
         assert_eq!(l.generation(&tp()), 0, "not assigned");
-        assert!(!l.take(&tp(), 0, 1));
+        assert!(l.take(&tp(), 0, 1).is_none());
         let g = assign(&l);
-        assert!(l.take(&tp(), g, 1));
+        assert!(l.take(&tp(), g, 1).is_some());
         l.revoke(&[tp()]);
         assert_eq!(l.settle(&tp(), g, 1), None);
         assert!(l.wait_drained(&[tp()], Duration::ZERO));
@@ -326,8 +336,8 @@ mod tests {
         l.revoke(&[tp()]);
         let after = assign(&l);
         // ... and handed over once the partition is back: refused, it is read again.
-        assert!(!l.take(&tp(), before, 50));
-        assert!(l.take(&tp(), after, 200));
+        assert!(l.take(&tp(), before, 50).is_none());
+        assert!(l.take(&tp(), after, 200).is_some());
         assert_eq!(l.settle(&tp(), after, 200), Some(201));
     }
 
@@ -335,11 +345,11 @@ mod tests {
     fn a_settle_of_an_older_generation_is_ignored() {
         let l = Ledgers::default();
         let before = assign(&l);
-        assert!(l.take(&tp(), before, 5));
+        assert!(l.take(&tp(), before, 5).is_some());
         l.revoke(&[tp()]);
         let after = assign(&l);
-        assert!(l.take(&tp(), after, 5));
-        assert!(l.take(&tp(), after, 6));
+        assert!(l.take(&tp(), after, 5).is_some());
+        assert!(l.take(&tp(), after, 6).is_some());
         // The old delivery of 5 finishes late: it must not settle the new generation's 5.
         assert_eq!(l.settle(&tp(), before, 5), None);
         assert!(
@@ -359,7 +369,7 @@ mod tests {
         let l = Ledgers::default();
         let first = assign(&l);
         for offset in 0..100 {
-            l.take(&tp(), first, offset);
+            let _ = l.take(&tp(), first, offset);
             l.settle(&tp(), first, offset);
         }
         l.revoke(&[tp()]);
@@ -368,14 +378,14 @@ mod tests {
         let second = assign(&l);
         l.take_stored_count();
         for offset in 40..99 {
-            assert!(l.take(&tp(), second, offset));
+            assert!(l.take(&tp(), second, offset).is_some());
             assert_eq!(l.settle(&tp(), second, offset), None, "offset {offset}");
         }
         assert_eq!(l.take_stored_count(), 0);
         // ... 100 is, since it may never have been committed, and so is what follows.
-        assert!(l.take(&tp(), second, 99));
+        assert!(l.take(&tp(), second, 99).is_some());
         assert_eq!(l.settle(&tp(), second, 99), Some(100));
-        assert!(l.take(&tp(), second, 100));
+        assert!(l.take(&tp(), second, 100).is_some());
         assert_eq!(l.settle(&tp(), second, 100), Some(101));
     }
 
@@ -383,9 +393,9 @@ mod tests {
     fn an_abandoned_message_holds_the_commit_point_but_is_not_waited_for() {
         let l = Ledgers::default();
         let g = assign(&l);
-        l.take(&tp(), g, 1);
-        l.take(&tp(), g, 2);
-        l.take(&tp(), g, 3);
+        let _ = l.take(&tp(), g, 1);
+        let _ = l.take(&tp(), g, 2);
+        let _ = l.take(&tp(), g, 3);
         assert_eq!(l.settle(&tp(), g, 1), Some(2));
         l.abandon(&tp(), g, 2);
         assert!(
@@ -397,7 +407,7 @@ mod tests {
         // An abandon of an older generation changes nothing.
         l.revoke(&[tp()]);
         let next = assign(&l);
-        l.take(&tp(), next, 2);
+        let _ = l.take(&tp(), next, 2);
         l.abandon(&tp(), g, 2);
         assert!(!l.wait_drained(&[tp()], Duration::ZERO));
     }
@@ -406,7 +416,7 @@ mod tests {
     fn waiting_for_a_drain_returns_when_the_last_message_settles() {
         let l = std::sync::Arc::new(Ledgers::default());
         let g = assign(&l);
-        l.take(&tp(), g, 1);
+        let _ = l.take(&tp(), g, 1);
         assert!(!l.wait_drained(&[tp()], Duration::from_millis(20)));
         let settler = std::sync::Arc::clone(&l);
         let thread = std::thread::spawn(move || {

@@ -51,6 +51,8 @@ pub struct KafkaTicket {
     pub generation: Generation,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
+    /// Cancelled when the partition's assignment ends (see [`ledger`]).
+    pub revoked: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// Everything the Kafka source runs from.

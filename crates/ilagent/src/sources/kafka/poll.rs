@@ -120,13 +120,14 @@ impl PollLoop {
     /// while it waited, even if it was assigned again since (then its owner reads it
     /// again from the last commit; submitting it would settle an old offset into the new
     /// assignment).
-    fn submit(&self, slot: crate::pipeline::Slot, ticket: KafkaTicket, message: Message) {
-        if !self
+    fn submit(&self, slot: crate::pipeline::Slot, mut ticket: KafkaTicket, message: Message) {
+        let Some(revoked) = self
             .ledgers
             .take(&ticket.tp, ticket.generation, ticket.offset)
-        {
+        else {
             return;
-        }
+        };
+        ticket.revoked = Some(revoked);
         events::received(&message.meta);
         let action = self.router.action_for(&message);
         self.dispatcher.submit(
@@ -274,6 +275,7 @@ fn convert(record: &BorrowedMessage<'_>, ledgers: &Ledgers) -> (KafkaTicket, Mes
         tp,
         offset: record.offset(),
         key: record.key().map(<[u8]>::to_vec),
+        revoked: None,
     };
     let message = Message {
         payload: record.payload().map(<[u8]>::to_vec).unwrap_or_default(),

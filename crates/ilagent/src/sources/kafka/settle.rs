@@ -41,6 +41,11 @@ pub(crate) struct KafkaSettler {
 impl Settle for KafkaSettler {
     type Ticket = KafkaTicket;
 
+    /// A message of a revoked partition stops waiting: its new owner delivers it.
+    fn revoked(&self, ticket: &KafkaTicket) -> Option<tokio_util::sync::CancellationToken> {
+        ticket.revoked.clone()
+    }
+
     async fn settle(&self, job: Job<KafkaTicket>, outcome: Outcome) {
         let ticket = &job.ticket;
         let disposition = match &outcome {
