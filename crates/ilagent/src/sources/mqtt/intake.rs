@@ -1,13 +1,19 @@
-//! From a received publish to work: either straight into the dispatcher (acknowledged
-//! after delivery), or into the SQLite queue (acknowledged after the commit).
+//! From a received publish to work: either straight into the dispatcher (acknowledged in
+//! arrival order after delivery or a spill to SQLite), or into the SQLite queue
+//! (`--mqtt_buffer`: acknowledged after the commit).
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{AckToken, Received};
+use super::ledger::{Ledger, RowState};
 use super::settle::{Acker, MqttSettler, MqttTicket};
+use super::spill::{Spill, ToQueue};
 use crate::message::{Message, Metadata, SourceKind};
 use crate::observe::events;
 use crate::pipeline::persist::until_written;
@@ -32,39 +38,88 @@ fn split(received: Received) -> (Message, Option<AckToken>, u64) {
     (message, received.ack, received.epoch)
 }
 
-/// Non-buffered: each message waits for a slot in the in-flight window, then goes to the
-/// dispatcher. Stops taking messages at `shutdown`; what it did not take stays
-/// unacknowledged and comes back from the broker.
+/// What the non-buffered intake works with.
+pub struct Direct {
+    pub dispatcher: Dispatcher<MqttSettler>,
+    pub router: MessageRouter,
+    pub ledger: Arc<Ledger>,
+    pub spill: Spill,
+    /// `--mqtt_max_unacked` and `--mqtt_spill_after`.
+    pub max_unacked: usize,
+    pub spill_after: Duration,
+}
+
+/// Non-buffered: each message goes to the dispatcher and is acknowledged, in arrival order,
+/// once settled or spilled ([`super::spill`]); a message the dispatcher has no room for,
+/// or whose key has rows waiting in the queue, goes to the queue behind them. Stops taking
+/// messages at `shutdown`; what it did not take stays unacknowledged and comes back from
+/// the broker.
 pub async fn direct(
     mut received: mpsc::UnboundedReceiver<Received>,
-    dispatcher: Dispatcher<MqttSettler>,
-    router: MessageRouter,
+    intake: Direct,
     shutdown: CancellationToken,
 ) {
+    // Far enough away to mean "never"; re-computed after every message.
+    const NEVER: Duration = Duration::from_secs(3600);
     loop {
+        let spill_at = intake.ledger.next_spill_at(intake.spill_after);
         let next = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             next = received.recv() => next,
+            () = tokio::time::sleep_until(spill_at.unwrap_or_else(|| Instant::now() + NEVER)),
+                if spill_at.is_some() => {
+                intake.spill.spill(&intake.ledger, Vec::new(), &shutdown).await;
+                continue;
+            }
         };
         let Some(next) = next else { break };
-        let slot = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            slot = dispatcher.reserve_for(next.payload.len()) => slot,
-        };
-        let Some(slot) = slot else { break };
         let (message, ack, epoch) = split(next);
         events::received(&message.meta);
-        let action = router.action_for(&message);
-        dispatcher.submit(
+        let action = intake.router.action_for(&message);
+        let order_key = order_key_column(&action);
+        let row = NewRow {
+            source: SourceKind::Mqtt,
+            meta: StoredMeta::from_metadata(&message.meta),
+            topic: message.meta.topic.clone(),
+            payload: message.payload.clone(),
+            order_key: order_key.clone(),
+            created_at_ms: now_ms(),
+        };
+        let behind_queued_rows = order_key
+            .as_deref()
+            .is_some_and(|key| intake.spill.keys.contains(key));
+        let slot = if behind_queued_rows {
+            None
+        } else {
+            intake.dispatcher.try_reserve_for(message.payload.len())
+        };
+        let Some(slot) = slot else {
+            // Everything older that is unacknowledged goes to disk first, then this one
+            // behind it, so nothing overtakes within a key.
+            let tracked =
+                ack.map(|ack| intake.ledger.push(epoch, ack, row.clone(), RowState::Done));
+            intake
+                .spill
+                .spill(&intake.ledger, vec![ToQueue { tracked, row }], &shutdown)
+                .await;
+            continue;
+        };
+        let tracked = ack.map(|ack| intake.ledger.push(epoch, ack, row, RowState::Live));
+        intake.dispatcher.submit(
             slot,
             Job {
-                ticket: MqttTicket { ack, epoch },
+                ticket: MqttTicket { tracked },
                 message,
                 action,
             },
         );
+        if intake.ledger.unacked() >= intake.max_unacked {
+            intake
+                .spill
+                .spill(&intake.ledger, Vec::new(), &shutdown)
+                .await;
+        }
     }
 }
 
