@@ -204,6 +204,21 @@ impl Store {
         Ok(())
     }
 
+    /// Removes delivered rows, in one transaction.
+    pub fn delete_many(&mut self, ids: &[i64]) -> Result<(), QueueError> {
+        self.sync(false)?;
+        let tx = self.connection.transaction().map_err(sql("begin delete"))?;
+        {
+            let mut statement = tx
+                .prepare_cached("DELETE FROM queue WHERE id = ?1")
+                .map_err(sql("prepare delete"))?;
+            for id in ids {
+                statement.execute([id]).map_err(sql("delete"))?;
+            }
+        }
+        tx.commit().map_err(sql("commit delete"))
+    }
+
     /// Records a failed attempt and when to try again.
     pub fn schedule_retry(
         &mut self,

@@ -143,3 +143,37 @@ pub fn assert_all_in_order(events: &[Value], keys: usize, per_key: usize, log: &
         );
     }
 }
+
+/// From a Mosquitto log written with `log_type all`: the packet ids the broker sent to
+/// `client_id` in PUBLISHes (first sends only, not resends) and the ids of the PUBACKs it
+/// received from it, both in log order.
+pub fn broker_publishes_and_acks(log: &str, client_id: &str) -> (Vec<u32>, Vec<u32>) {
+    let (sent_prefix, ack_prefix) = (
+        format!("Sending PUBLISH to {client_id} (d0,"),
+        format!("Received PUBACK from {client_id} (Mid: "),
+    );
+    let mut sent = Vec::new();
+    let mut acked = Vec::new();
+    for line in log.lines() {
+        if let Some(at) = line.find(&sent_prefix) {
+            let rest = &line[at + sent_prefix.len()..];
+            if let Some(mid) = rest
+                .split(", ")
+                .find_map(|field| field.strip_prefix('m'))
+                .and_then(|m| m.parse().ok())
+            {
+                sent.push(mid);
+            }
+        } else if let Some(at) = line.find(&ack_prefix) {
+            let rest = &line[at + ack_prefix.len()..];
+            if let Some(mid) = rest
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|m| m.parse().ok())
+            {
+                acked.push(mid);
+            }
+        }
+    }
+    (sent, acked)
+}

@@ -23,6 +23,8 @@ use crate::queue::{NewRow, Queue, QueueError, StoredMeta, now_ms, order_key_colu
 
 /// How many received messages one SQLite commit takes at most.
 const BUFFER_BATCH: usize = 512;
+/// How many received messages the direct intake takes at once (then checks for a spill).
+const DIRECT_BATCH: usize = 512;
 
 fn split(received: Received) -> (Message, Option<AckToken>, u64) {
     let mut meta = Metadata::new(SourceKind::Mqtt, received.topic);
@@ -59,24 +61,42 @@ pub async fn direct(
     intake: Direct,
     shutdown: CancellationToken,
 ) {
-    // Far enough away to mean "never"; re-computed after every message.
+    // Far enough away to mean "never"; re-computed after every batch.
     const NEVER: Duration = Duration::from_secs(3600);
+    let mut batch = Vec::with_capacity(DIRECT_BATCH);
     loop {
         let spill_at = intake.ledger.next_spill_at(intake.spill_after);
-        let next = tokio::select! {
+        let count = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            next = received.recv() => next,
+            count = received.recv_many(&mut batch, DIRECT_BATCH) => count,
             () = tokio::time::sleep_until(spill_at.unwrap_or_else(|| Instant::now() + NEVER)),
                 if spill_at.is_some() => {
                 intake.spill.spill(&intake.ledger, Vec::new(), &shutdown).await;
                 continue;
             }
         };
-        let Some(next) = next else { break };
+        if count == 0 {
+            break;
+        }
+        for next in batch.drain(..) {
+            intake.take(next, &shutdown).await;
+        }
+        // Checked per batch, so that one spill takes everything that arrived together.
+        if intake.ledger.unacked() >= intake.max_unacked {
+            intake
+                .spill
+                .spill(&intake.ledger, Vec::new(), &shutdown)
+                .await;
+        }
+    }
+}
+
+impl Direct {
+    async fn take(&self, next: Received, shutdown: &CancellationToken) {
         let (message, ack, epoch) = split(next);
         events::received(&message.meta);
-        let action = intake.router.action_for(&message);
+        let action = self.router.action_for(&message);
         let order_key = order_key_column(&action);
         let row = NewRow {
             source: SourceKind::Mqtt,
@@ -88,25 +108,23 @@ pub async fn direct(
         };
         let behind_queued_rows = order_key
             .as_deref()
-            .is_some_and(|key| intake.spill.keys.contains(key));
+            .is_some_and(|key| self.spill.keys.contains(key));
         let slot = if behind_queued_rows {
             None
         } else {
-            intake.dispatcher.try_reserve_for(message.payload.len())
+            self.dispatcher.try_reserve_for(message.payload.len())
         };
         let Some(slot) = slot else {
             // Everything older that is unacknowledged goes to disk first, then this one
             // behind it, so nothing overtakes within a key.
-            let tracked =
-                ack.map(|ack| intake.ledger.push(epoch, ack, row.clone(), RowState::Done));
-            intake
-                .spill
-                .spill(&intake.ledger, vec![ToQueue { tracked, row }], &shutdown)
+            let tracked = ack.map(|ack| self.ledger.push(epoch, ack, row.clone(), RowState::Done));
+            self.spill
+                .spill(&self.ledger, vec![ToQueue { tracked, row }], shutdown)
                 .await;
-            continue;
+            return;
         };
-        let tracked = ack.map(|ack| intake.ledger.push(epoch, ack, row, RowState::Live));
-        intake.dispatcher.submit(
+        let tracked = ack.map(|ack| self.ledger.push(epoch, ack, row, RowState::Live));
+        self.dispatcher.submit(
             slot,
             Job {
                 ticket: MqttTicket { tracked },
@@ -114,12 +132,6 @@ pub async fn direct(
                 action,
             },
         );
-        if intake.ledger.unacked() >= intake.max_unacked {
-            intake
-                .spill
-                .spill(&intake.ledger, Vec::new(), &shutdown)
-                .await;
-        }
     }
 }
 

@@ -141,13 +141,12 @@ impl MqttSource {
         let router = MessageRouter::by_topic(routes, Arc::clone(&self.mapping));
         let held = Arc::new(Mutex::new(HashSet::new()));
         let abort = CancellationToken::new();
-        let spill = Spill {
-            queue: queue.clone(),
-            held: Arc::clone(&held),
-            wake: Arc::clone(&wake),
-            keys: Arc::default(),
-            abort: abort.clone(),
-        };
+        let (spill, deleter) = Spill::new(
+            queue.clone(),
+            Arc::clone(&held),
+            Arc::clone(&wake),
+            abort.clone(),
+        );
         if !self.config.buffer {
             // Before the worker starts and before any message is taken: a key with rows
             // left in the file must not be overtaken by its new messages.
@@ -162,6 +161,7 @@ impl MqttSource {
             shared: Arc::clone(&shared),
         };
         if self.config.buffer {
+            drop(spill);
             intake::buffered(
                 intake_rx,
                 queue.clone(),
@@ -201,6 +201,9 @@ impl MqttSource {
             ledger.close();
             let _ = acks.await;
         }
+        // The rows of messages delivered during the drain are deleted before the exit (or
+        // delivered once more after the restart, if that takes too long).
+        let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, deleter).await;
         let stopped_early = !shutdown.is_cancelled();
         let _ = worker.await;
 

@@ -25,6 +25,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::ledger::{Ledger, RowState, Tracked};
@@ -63,13 +64,59 @@ impl QueueKeys {
 /// What spilling needs; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Spill {
-    pub queue: Queue,
+    queue: Queue,
     /// The queue worker's exclusion set: held rows are in it.
-    pub held: Arc<Mutex<HashSet<i64>>>,
-    pub wake: Arc<Wakeup>,
+    held: Arc<Mutex<HashSet<i64>>>,
+    wake: Arc<Wakeup>,
     pub keys: Arc<QueueKeys>,
     /// Stops retrying the writes that settle a held row (end of the shutdown drain).
-    pub abort: CancellationToken,
+    abort: CancellationToken,
+    /// Held rows whose live delivery succeeded, for [`delete_delivered`].
+    deletes: mpsc::UnboundedSender<i64>,
+}
+
+/// Most rows one delete transaction takes.
+const DELETE_BATCH: usize = 512;
+
+/// Deletes the rows of delivered held messages, many per transaction: one commit per
+/// delivered message would make the spill writes (which the acknowledgements wait for)
+/// queue up behind them on the queue thread. A row leaves the held set only once deleted.
+async fn delete_delivered(
+    mut ids: mpsc::UnboundedReceiver<i64>,
+    queue: Queue,
+    held: Arc<Mutex<HashSet<i64>>>,
+    abort: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(DELETE_BATCH);
+    while ids.recv_many(&mut batch, DELETE_BATCH).await > 0 {
+        let rows: Arc<Vec<i64>> = Arc::new(std::mem::take(&mut batch));
+        let queue = &queue;
+        let deleted = until_written(
+            &abort,
+            || {
+                let rows = Arc::clone(&rows);
+                async move {
+                    queue
+                        .run(move |store| store.delete_many(&rows))
+                        .await
+                        .map_err(QueueError::retryable)
+                }
+            },
+            |error| events::queue_error(error),
+        )
+        .await;
+        if deleted.is_none() {
+            // Stopping: the rows stay and are delivered again after the restart.
+            tracing::debug!(
+                rows = rows.len(),
+                "delivered rows not deleted before the stop"
+            );
+        }
+        let mut held = lock(&held);
+        for id in rows.iter() {
+            held.remove(id);
+        }
+    }
 }
 
 /// A message that goes straight to the queue (not held), acknowledged once written.
@@ -79,6 +126,32 @@ pub(crate) struct ToQueue {
 }
 
 impl Spill {
+    /// The spill step and the task that deletes delivered rows (it ends once every clone
+    /// of the spill step is dropped and the deletes sent are done).
+    pub(crate) fn new(
+        queue: Queue,
+        held: Arc<Mutex<HashSet<i64>>>,
+        wake: Arc<Wakeup>,
+        abort: CancellationToken,
+    ) -> (Spill, tokio::task::JoinHandle<()>) {
+        let (deletes, ids) = mpsc::unbounded_channel();
+        let deleter = tokio::spawn(delete_delivered(
+            ids,
+            queue.clone(),
+            Arc::clone(&held),
+            abort.clone(),
+        ));
+        let spill = Spill {
+            queue,
+            held,
+            wake,
+            keys: Arc::default(),
+            abort,
+            deletes,
+        };
+        (spill, deleter)
+    }
+
     /// Loads the order keys of the MQTT rows left in the file, and counts rows that leave
     /// the queue from now on.
     pub(crate) async fn load_keys(&self) -> Result<(), QueueError> {
@@ -120,6 +193,7 @@ impl Spill {
                 .chain(extra.iter().map(|e| e.row.clone()))
                 .collect(),
         );
+        let started = tokio::time::Instant::now();
         let written = until_written(
             stop,
             || {
@@ -157,6 +231,7 @@ impl Spill {
         tracing::debug!(
             held = held_count,
             queued = extra.len(),
+            took = ?started.elapsed(),
             "mqtt messages spilled to the queue"
         );
         for ((tracked, _), id) in taken.iter().zip(&ids) {
@@ -194,7 +269,13 @@ impl Spill {
         let meta = Metadata::new(SourceKind::Mqtt, tracked.topic.clone());
         let change = match outcome {
             Outcome::Delivered { .. } | Outcome::Skipped { .. } | Outcome::Coalesced { .. } => {
-                Some(Change::Delete)
+                if let Err(unsent) = self.deletes.send(id) {
+                    // The deleter has stopped (only while stopping): delete it here.
+                    let id = unsent.0;
+                    apply(&self.queue, id, Change::Delete, &meta, &self.abort).await;
+                    lock(&self.held).remove(&id);
+                }
+                return;
             }
             Outcome::Rejected {
                 kind,
