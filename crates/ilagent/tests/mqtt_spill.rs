@@ -293,7 +293,12 @@ async fn a_sigkill_while_messages_are_spilled_loses_nothing() {
     const PER_KEY: usize = 10;
     let messages: Vec<(String, Vec<u8>)> = (0..PER_KEY)
         .flat_map(|seq| (0..KEYS).map(move |key| (seq, key)))
-        .map(|(seq, key)| (topic.clone(), keyed_event("il1api-killed", key, seq)))
+        .map(|(seq, key)| {
+            (
+                topic.clone(),
+                keyed_event(&format!("il1api-killed-{key}"), key, seq),
+            )
+        })
         .collect();
     publish(broker.port(), &messages).await;
     assert!(
@@ -304,15 +309,81 @@ async fn a_sigkill_while_messages_are_spilled_loses_nothing() {
     agent.kill().await;
     assert!(stand_in.events().is_empty());
 
-    stand_in.set_behaviour(Behaviour::default());
+    // Restarted while ilert still fails: the rows from before come first, and new messages
+    // of the same keys are queued behind them instead of overtaking them live.
     let agent = start_agent(&stand_in, &args, &[]);
+    wait_subscribed(&agent).await;
+    let later: Vec<(String, Vec<u8>)> = (PER_KEY..2 * PER_KEY)
+        .flat_map(|seq| (0..KEYS).map(move |key| (seq, key)))
+        .map(|(seq, key)| {
+            (
+                topic.clone(),
+                keyed_event(&format!("il1api-killed-{key}"), key, seq),
+            )
+        })
+        .collect();
+    publish(broker.port(), &later).await;
+    let all_queued = wait_for_stat(&db_file, "queued", |n| n == (2 * KEYS * PER_KEY) as u64).await;
     assert!(
-        wait_for_distinct(&stand_in, KEYS * PER_KEY, WAIT).await,
+        all_queued,
+        "{} rows queued, {:?} delivered; {}",
+        queue_stat(&db_file, "queued").await,
+        distinct(&stand_in.events()),
+        agent.log()
+    );
+    stand_in.set_behaviour(Behaviour::default());
+    assert!(
+        wait_for_distinct(&stand_in, 2 * KEYS * PER_KEY, WAIT).await,
         "{}",
         agent.log()
     );
-    assert_all_in_order(&stand_in.events(), KEYS, PER_KEY, &agent.log());
+    assert_all_in_order(&stand_in.events(), KEYS, 2 * PER_KEY, &agent.log());
     assert!(wait_for_stat(&db_file, "queued", |n| n == 0).await);
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[tokio::test]
+async fn a_spilled_message_that_ilert_rejects_moves_to_the_dead_letters() {
+    let broker = Mosquitto::start(MosquittoConfig::default()).unwrap();
+    let stand_in = StandIn::start().await.unwrap();
+    // Slower than --mqtt_spill_after, so the message is spilled before the 404 comes.
+    stand_in.set_behaviour(Behaviour {
+        latency_ms: 2_000,
+        key_status: [("il1api-gone".to_string(), 404)].into(),
+        ..Behaviour::default()
+    });
+    let db = tempfile::tempdir().unwrap();
+    let db_file = db.path().join("q.db3");
+    let topic = unique("rejected");
+    let mut args = agent_args(broker.port(), &unique("agent"), &db_file);
+    args.extend(["-e".to_string(), topic.clone()]);
+    let agent = start_agent(&stand_in, &args, &[]);
+    wait_subscribed(&agent).await;
+    publish(
+        broker.port(),
+        &[(topic.clone(), keyed_event("il1api-gone", 1, 0))],
+    )
+    .await;
+    assert!(
+        wait_for_stat(&db_file, "queued", |n| n == 1).await,
+        "{}",
+        agent.log()
+    );
+    assert!(
+        wait_for_stat(&db_file, "dead_letters", |n| n == 1).await,
+        "{}",
+        agent.log()
+    );
+    assert_eq!(queue_stat(&db_file, "queued").await, 0);
+    let (_, letters) = queue_command(&db_file, &["dead_letters"]).await;
+    let fields: Vec<&str> = letters.trim_end().split('\t').collect();
+    assert_eq!(
+        (fields[3], fields[4]),
+        (topic.as_str(), "permanent"),
+        "{letters}"
+    );
+    assert_eq!(stand_in.requests().len(), 1, "a rejection is not retried");
     let (code, log) = agent.stop().await;
     assert_eq!(code, Some(0), "{log}");
 }
