@@ -66,6 +66,11 @@ pub async fn wait_subscribed(agent: &Agent) {
 
 /// Publishes every message with QoS 1 and returns once the broker acknowledged them all.
 pub async fn publish(port: u16, messages: &[(String, Vec<u8>)]) {
+    publish_paced(port, messages, Duration::ZERO).await
+}
+
+/// [`publish`] with `gap` between two publishes (zero: as fast as the connection takes them).
+pub async fn publish_paced(port: u16, messages: &[(String, Vec<u8>)], gap: Duration) {
     let mut options = MqttOptions::new(unique("publisher"), "127.0.0.1", port);
     options.set_max_packet_size(4 << 20, 4 << 20);
     let (client, mut eventloop) = AsyncClient::new(options, messages.len().max(1) + 10);
@@ -73,7 +78,12 @@ pub async fn publish(port: u16, messages: &[(String, Vec<u8>)]) {
         let client = client.clone();
         let messages = messages.to_vec();
         async move {
+            let mut ticks = tokio::time::interval(gap.max(Duration::from_nanos(1)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             for (topic, payload) in messages {
+                if !gap.is_zero() {
+                    ticks.tick().await;
+                }
                 client
                     .publish(topic, QoS::AtLeastOnce, false, payload)
                     .await

@@ -82,8 +82,13 @@ pub async fn direct(
         for next in batch.drain(..) {
             intake.take(next, &shutdown).await;
         }
-        // Checked per batch, so that one spill takes everything that arrived together.
-        if intake.ledger.unacked() >= intake.max_unacked {
+        // Checked per batch, so that one spill takes everything that arrived together
+        // (and the age here too: under steady traffic the timer above may never win).
+        let overdue = intake
+            .ledger
+            .next_spill_at(intake.spill_after)
+            .is_some_and(|at| at <= Instant::now());
+        if overdue || intake.ledger.unacked() >= intake.max_unacked {
             intake
                 .spill
                 .spill(&intake.ledger, Vec::new(), &shutdown)

@@ -10,6 +10,8 @@
 //!   (`--mqtt_buffer`: acknowledged after the commit).
 //! - The queue worker ([`crate::queue::worker`]) delivers queued rows; it runs in both
 //!   modes, so dead letters requeued with `ilagent queue requeue` are always delivered.
+//! - [`io_thread`] runs the connection task, the direct intake and the acknowledgements on
+//!   a thread of their own, so deliveries never slow the acknowledgements down.
 //! - [`tls`] builds the TLS setup from the certificate files, and [`tls_reload`] watches
 //!   them and reconnects when they change.
 //!
@@ -19,6 +21,7 @@
 mod client;
 mod connection;
 mod intake;
+mod io_thread;
 mod ledger;
 mod options;
 mod settle;
@@ -34,6 +37,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use self::connection::{ConnectionTask, Shared};
+use self::io_thread::IoThread;
 use self::ledger::Ledger;
 use self::settle::{Acker, MqttSettler};
 use self::spill::Spill;
@@ -109,7 +113,9 @@ impl MqttSource {
 
         let (intake_tx, intake_rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
-        let connection = tokio::spawn(
+        let io = IoThread::start()
+            .map_err(|e| MqttSourceError(format!("cannot start the MQTT thread: {e}")))?;
+        let connection = io.spawn(
             ConnectionTask {
                 eventloop,
                 client: client.clone(),
@@ -174,7 +180,7 @@ impl MqttSource {
         } else {
             let (ledger, acks) = Ledger::new();
             let ledger = Arc::new(ledger);
-            let acks = tokio::spawn(ledger::send_acks(acks, acker));
+            let acks = io.spawn(ledger::send_acks(acks, acker));
             let settler = MqttSettler {
                 ledger: Arc::clone(&ledger),
                 spill: spill.clone(),
@@ -195,7 +201,9 @@ impl MqttSource {
                 max_unacked: self.config.max_unacked,
                 spill_after: self.config.spill_after,
             };
-            intake::direct(intake_rx, direct, shutdown.clone()).await;
+            let _ = io
+                .spawn(intake::direct(intake_rx, direct, shutdown.clone()))
+                .await;
             drain(&dispatcher, &abort, self.shutdown_timeout).await;
             // Every acknowledgement released so far goes out before the DISCONNECT below.
             ledger.close();
