@@ -395,6 +395,53 @@ async fn a_spilled_message_that_ilert_rejects_moves_to_the_dead_letters() {
     assert_eq!(code, Some(0), "{log}");
 }
 
+#[tokio::test]
+async fn messages_that_find_the_window_full_go_to_the_queue_and_keep_their_order() {
+    let broker = Mosquitto::start(MosquittoConfig::default()).unwrap();
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.set_behaviour(Behaviour {
+        error_rate: 1.0,
+        ..Behaviour::default()
+    });
+    let db = tempfile::tempdir().unwrap();
+    let db_file = db.path().join("q.db3");
+    let topic = unique("full");
+    let mut args = agent_args(broker.port(), &unique("agent"), &db_file);
+    // A window of 16 messages (16 x --mqtt_max_in_flight 1).
+    args.extend(["-e", &topic, "--mqtt_max_in_flight", "1"].map(str::to_string));
+    let agent = start_agent(&stand_in, &args, &[]);
+    wait_subscribed(&agent).await;
+
+    const KEYS: usize = 4;
+    const PER_KEY: usize = 10;
+    let messages: Vec<(String, Vec<u8>)> = (0..PER_KEY)
+        .flat_map(|seq| (0..KEYS).map(move |key| (seq, key)))
+        .map(|(seq, key)| {
+            (
+                topic.clone(),
+                keyed_event(&format!("il1api-full-{key}"), key, seq),
+            )
+        })
+        .collect();
+    publish(broker.port(), &messages).await;
+    // All 40 in the file: 16 spilled from the window, the rest queued for the worker.
+    assert!(
+        wait_for_stat(&db_file, "queued", |n| n == (KEYS * PER_KEY) as u64).await,
+        "{}",
+        agent.log()
+    );
+    stand_in.set_behaviour(Behaviour::default());
+    assert!(
+        wait_for_distinct(&stand_in, KEYS * PER_KEY, WAIT).await,
+        "{}",
+        agent.log()
+    );
+    assert_all_in_order(&stand_in.events(), KEYS, PER_KEY, &agent.log());
+    assert!(wait_for_stat(&db_file, "queued", |n| n == 0).await);
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
 fn tail(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();

@@ -79,8 +79,10 @@ pub async fn direct(
         if count == 0 {
             break;
         }
+        // Messages for the queue, written together at the end of the batch.
+        let mut to_queue = Vec::new();
         for next in batch.drain(..) {
-            intake.take(next, &shutdown).await;
+            intake.take(next, &mut to_queue, &shutdown).await;
         }
         // Checked per batch, so that one spill takes everything that arrived together
         // (and the age here too: under steady traffic the timer above may never win).
@@ -88,17 +90,24 @@ pub async fn direct(
             .ledger
             .next_spill_at(intake.spill_after)
             .is_some_and(|at| at <= Instant::now());
-        if overdue || intake.ledger.unacked() >= intake.max_unacked {
+        if !to_queue.is_empty() || overdue || intake.ledger.unacked() >= intake.max_unacked {
             intake
                 .spill
-                .spill(&intake.ledger, Vec::new(), &shutdown)
+                .spill(&intake.ledger, to_queue, &shutdown)
                 .await;
         }
     }
 }
 
 impl Direct {
-    async fn take(&self, next: Received, shutdown: &CancellationToken) {
+    /// Submits `next`, or adds it to `to_queue` (with its key counted, so that the rest of
+    /// the batch of that key follows it there).
+    async fn take(
+        &self,
+        next: Received,
+        to_queue: &mut Vec<ToQueue>,
+        shutdown: &CancellationToken,
+    ) {
         let (message, ack, epoch) = split(next);
         events::received(&message.meta);
         let action = self.router.action_for(&message);
@@ -117,15 +126,36 @@ impl Direct {
         let slot = if behind_queued_rows {
             None
         } else {
-            self.dispatcher.try_reserve_for(message.payload.len())
+            match self.dispatcher.try_reserve_for(message.payload.len()) {
+                Some(slot) => Some(slot),
+                None => {
+                    // The window is full. What is unacknowledged goes to disk now, so the
+                    // broker keeps sending; then a slot freed within --mqtt_spill_after
+                    // keeps this message live (under a flood deliveries free slots all the
+                    // time), and only a window that stays full sends it to the queue.
+                    self.spill
+                        .spill(&self.ledger, std::mem::take(to_queue), shutdown)
+                        .await;
+                    tokio::time::timeout(
+                        self.spill_after,
+                        self.dispatcher.reserve_for(message.payload.len()),
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                }
+            }
         };
         let Some(slot) = slot else {
-            // Everything older that is unacknowledged goes to disk first, then this one
-            // behind it, so nothing overtakes within a key.
+            // The spill at the end of the batch writes everything older that is
+            // unacknowledged first, then this one behind it, so nothing overtakes within a
+            // key. Counted now: later messages of the key in this batch must follow it,
+            // and the worker may deliver and delete the row before the next batch.
+            if let Some(key) = &row.order_key {
+                self.spill.keys.add(key, 1);
+            }
             let tracked = ack.map(|ack| self.ledger.push(epoch, ack, row.clone(), RowState::Done));
-            self.spill
-                .spill(&self.ledger, vec![ToQueue { tracked, row }], shutdown)
-                .await;
+            to_queue.push(ToQueue { tracked, row });
             return;
         };
         let tracked = ack.map(|ack| self.ledger.push(epoch, ack, row, RowState::Live));

@@ -8,7 +8,10 @@
 //! `--mqtt_buffer` uses) and then counts as done for the acknowledgement order: when
 //! `--mqtt_max_unacked` messages are unacknowledged, when the oldest is older than
 //! `--mqtt_spill_after`, or when the dispatcher's window has no room, every unacknowledged
-//! message that is only live is written, in arrival order, in one transaction.
+//! message that is only live is written, in arrival order, in one transaction. A message
+//! that still finds no room after `--mqtt_spill_after` is written for the worker instead
+//! (waiting that long first keeps a flood live: its deliveries free slots all the time,
+//! and the worker's one-row-per-key-at-a-time path is slower than the live one).
 //!
 //! A spilled message's live delivery keeps running; its row is *held*: it is in the queue
 //! worker's exclusion set, and since the worker only hands out the oldest row of an order
@@ -168,8 +171,10 @@ impl Spill {
     }
 
     /// Writes every spillable message of `ledger` (held) and then `extra` (for the worker)
-    /// in one transaction, and acknowledges them through the ledger. Gives up only at
-    /// `stop`: then nothing is acknowledged and the broker sends the messages again.
+    /// in one transaction, and acknowledges them through the ledger. The caller has
+    /// counted the keys of `extra` in [`Spill::keys`] already (so that later messages of
+    /// those keys follow them). Gives up only at `stop`: then nothing is acknowledged and
+    /// the broker sends the messages again.
     pub(crate) async fn spill(
         &self,
         ledger: &Ledger,
@@ -181,11 +186,6 @@ impl Spill {
             return;
         }
         let held_count = taken.len();
-        for key in extra.iter().filter_map(|e| e.row.order_key.as_deref()) {
-            // Counted before the write: the worker may deliver and delete the row before
-            // this task runs again.
-            self.keys.add(key, 1);
-        }
         let rows: Arc<Vec<NewRow>> = Arc::new(
             taken
                 .iter()
