@@ -61,7 +61,7 @@ pub fn evaluate(rows: &[Row]) -> Vec<TargetCheck> {
                 if let Some(bound) = row.bound_messages_per_second {
                     checks.push(check(
                         row,
-                        ">= 80% of in-flight window / latency",
+                        ">= 80% of the per-key order bound (spilling lifts the broker window)",
                         format!(
                             "{rate:.0} msg/s = {:.0}% of {bound:.0}",
                             rate * 100.0 / bound

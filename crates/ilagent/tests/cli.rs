@@ -563,6 +563,14 @@ async fn invalid_flags_exit_2_naming_the_flag_and_the_fix() {
             &["daemon", "-m", "h", "-e", "t", "--mqtt_qos", "3"],
             "--mqtt_qos",
         ),
+        (
+            &["daemon", "-m", "h", "-e", "t", "--mqtt_max_unacked", "0"],
+            "--mqtt_max_unacked must be at least 1",
+        ),
+        (
+            &["daemon", "-m", "h", "-e", "t", "--mqtt_spill_after", "1ms"],
+            "--mqtt_spill_after must be at least 10ms",
+        ),
         (&["daemon", "-m", " ", "-e", "t"], "-m/--mqtt_host is empty"),
         (
             &["daemon", "-m", "h", "-e", "t", "--mqtt_username", "u"],

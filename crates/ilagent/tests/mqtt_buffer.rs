@@ -1,6 +1,6 @@
 //! The MQTT source with `--mqtt_buffer`: messages acknowledged on the SQLite write survive
-//! a SIGKILL, attempt counts survive restarts, exhausted messages become dead letters and
-//! `ilagent queue requeue` brings them back.
+//! a SIGKILL, attempt counts survive restarts, ilert's `Retry-After` is waited out,
+//! exhausted messages become dead letters and `ilagent queue requeue` brings them back.
 
 mod common;
 mod mqtt_support;
@@ -8,7 +8,7 @@ mod mqtt_support;
 use std::time::Duration;
 
 use common::unique;
-use ilert_standin::{Behaviour, StandIn};
+use ilert_standin::{Behaviour, Scripted, StandIn};
 use mqtt_support::*;
 use testkit::{Mosquitto, MosquittoConfig};
 
@@ -199,4 +199,47 @@ async fn the_queue_commands_list_requeue_and_purge_dead_letters() {
     assert_eq!(code, Some(2), "ids or --all are required");
     let (code, _) = queue_command(&db.path().join("missing.db3"), &["status"]).await;
     assert_eq!(code, Some(1));
+}
+
+#[tokio::test]
+async fn a_retry_after_of_three_seconds_is_honoured_by_the_buffer() {
+    let broker = Mosquitto::start(MosquittoConfig::default()).unwrap();
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.script([
+        Scripted::RetryAfterSeconds {
+            status: 429,
+            seconds: 3,
+        },
+        Scripted::RetryAfterSeconds {
+            status: 429,
+            seconds: 3,
+        },
+    ]);
+    let db = tempfile::tempdir().unwrap();
+    let db_file = db.path().join("retry-after.db3");
+    let topic = unique("events");
+    let mut args = agent_args(broker.port(), &unique("agent"), &db_file);
+    args.extend(["-e".to_string(), topic.clone(), "--mqtt_buffer".to_string()]);
+    let agent = start_agent(&stand_in, &args, &[]);
+    wait_subscribed(&agent).await;
+    publish(
+        broker.port(),
+        &[(topic.clone(), keyed_event("il1api-retry-after", 1, 0))],
+    )
+    .await;
+
+    let requests = stand_in.wait_for_requests(3, WAIT).await;
+    let answers: Vec<u16> = requests.iter().map(|r| r.status).collect();
+    assert_eq!(answers, [429, 429, 202], "{}", agent.log());
+    for pair in requests.windows(2) {
+        let waited = pair[1].received_at_ms - pair[0].received_at_ms;
+        assert!(
+            waited >= 2_900,
+            "retried {waited} ms after a 429 with Retry-After: 3"
+        );
+    }
+    assert_eq!(stand_in.events().len(), 1);
+    assert!(wait_for_stat(&db_file, "queued", |n| n == 0).await);
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
 }

@@ -9,7 +9,7 @@
 //! | `kafka-0ms`          | 50,000-event backlog, 3 partitions, 100 keys, no added latency     |
 //! | `kafka-50ms`         | 20,000-event backlog, 3 partitions, 100 keys, stand-in +50 ms      |
 //! | `kafka-ratelimited`  | 3,000 events, 100 alert keys on 25 integration keys, 50/min each   |
-//! | `mqtt-qos1-50ms`     | 10,000 events, acknowledged after delivery, broker window 20       |
+//! | `mqtt-qos1-50ms`     | 10,000 events, acked in order after delivery or spill, +50 ms      |
 //! | `mqtt-buffered-50ms` | 10,000 events into the SQLite buffer (`--mqtt_buffer`), +50 ms     |
 //! | `proxy-50clients`    | 20,000 events posted by 50 clients to the agent's `-p` proxy       |
 //! | `latency-steady`     | 500 events/s for 30 s through Kafka, no added latency              |

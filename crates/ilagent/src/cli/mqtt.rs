@@ -82,6 +82,17 @@ pub struct MqttArgs {
     /// Messages delivered in parallel across alert keys (and held in memory) at most.
     #[arg(long, env = "ILAGENT_MQTT_MAX_IN_FLIGHT", default_value_t = 256)]
     pub mqtt_max_in_flight: usize,
+
+    /// Without --mqtt_buffer: when this many messages are unacknowledged, the unsettled ones
+    /// are written to the SQLite file (-f) and acknowledged, so the broker keeps sending.
+    /// Keep it below the broker's in-flight window (Mosquitto: max_inflight_messages, 20).
+    #[arg(long, env = "ILAGENT_MQTT_MAX_UNACKED", default_value_t = 10)]
+    pub mqtt_max_unacked: usize,
+
+    /// Without --mqtt_buffer: a message not settled this long after it arrived is written to
+    /// the SQLite file (-f) and acknowledged (with every unacknowledged one before it).
+    #[arg(long, env = "ILAGENT_MQTT_SPILL_AFTER", value_parser = parse_duration, default_value = "1s")]
+    pub mqtt_spill_after: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

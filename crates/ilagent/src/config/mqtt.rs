@@ -31,6 +31,10 @@ pub struct MqttConfig {
     pub shared_group: Option<String>,
     pub max_packet_size: usize,
     pub max_in_flight: usize,
+    /// Direct mode: unacknowledged messages that make the unsettled ones spill to SQLite.
+    pub max_unacked: usize,
+    /// Direct mode: the age at which an unsettled message spills to SQLite.
+    pub spill_after: Duration,
 }
 
 impl MqttConfig {
@@ -72,6 +76,16 @@ impl MqttConfig {
                 "--mqtt_max_in_flight must be at least 1; the default is 256",
             ));
         }
+        if args.mqtt_max_unacked == 0 {
+            return Err(UsageError::new(
+                "--mqtt_max_unacked must be at least 1; the default is 10 (half of Mosquitto's max_inflight_messages 20)",
+            ));
+        }
+        if args.mqtt_spill_after < Duration::from_millis(10) {
+            return Err(UsageError::new(
+                "--mqtt_spill_after must be at least 10ms; the default is 1s",
+            ));
+        }
         if args.mqtt_tls_reload_interval < Duration::from_millis(100) {
             return Err(UsageError::new(
                 "--mqtt_tls_reload_interval must be at least 100ms; the default is 30s",
@@ -96,6 +110,8 @@ impl MqttConfig {
             shared_group,
             max_packet_size: args.mqtt_max_packet_size,
             max_in_flight: args.mqtt_max_in_flight,
+            max_unacked: args.mqtt_max_unacked,
+            spill_after: args.mqtt_spill_after,
         }))
     }
 
@@ -199,6 +215,22 @@ mod tests {
         assert_eq!(config.max_packet_size, 1024 * 1024);
         assert_eq!(config.tls_reload_interval, Duration::from_secs(30));
         assert!(config.tls.is_none() && !config.buffer && config.credentials.is_none());
+        assert_eq!(
+            (config.max_unacked, config.spill_after),
+            (10, Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn spill_limits_must_be_usable() {
+        let error = MqttConfig::from_args(&args(&["--mqtt_max_unacked", "0"])).unwrap_err();
+        assert!(error.0.contains("--mqtt_max_unacked"), "{error}");
+        let error = MqttConfig::from_args(&args(&["--mqtt_spill_after", "0s"])).unwrap_err();
+        assert!(error.0.contains("--mqtt_spill_after"), "{error}");
+        let config = MqttConfig::from_args(&args(&["--mqtt_spill_after", "250ms"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.spill_after, Duration::from_millis(250));
     }
 
     #[test]

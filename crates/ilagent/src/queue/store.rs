@@ -133,6 +133,31 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(sql("fetch"))
     }
 
+    /// How many rows of `source` each order key has in the queue (rows without a key are
+    /// not counted).
+    pub fn rows_per_order_key(
+        &self,
+        source: SourceKind,
+    ) -> Result<Vec<(String, usize)>, QueueError> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT order_key, COUNT(*) FROM queue
+                 WHERE source = ?1 AND order_key IS NOT NULL GROUP BY order_key",
+            )
+            .map_err(sql("prepare count"))?;
+        let rows = statement
+            .query_map([source.as_str()], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    usize::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                ))
+            })
+            .map_err(sql("count the rows per key"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("count the rows per key"))
+    }
+
     /// When the earliest waiting retry (of `source`'s rows, or all) is due, if any.
     pub fn next_retry_at(
         &self,
@@ -156,6 +181,21 @@ impl Store {
             .execute("DELETE FROM queue WHERE id = ?1", [id])
             .map_err(sql("delete"))?;
         Ok(())
+    }
+
+    /// Removes delivered rows, in one transaction.
+    pub fn delete_many(&mut self, ids: &[i64]) -> Result<(), QueueError> {
+        self.sync(false)?;
+        let tx = self.connection.transaction().map_err(sql("begin delete"))?;
+        {
+            let mut statement = tx
+                .prepare_cached("DELETE FROM queue WHERE id = ?1")
+                .map_err(sql("prepare delete"))?;
+            for id in ids {
+                statement.execute([id]).map_err(sql("delete"))?;
+            }
+        }
+        tx.commit().map_err(sql("commit delete"))
     }
 
     /// Records a failed attempt and when to try again.

@@ -47,7 +47,12 @@ pub struct Wakeup {
     notify: Notify,
     rescan: AtomicBool,
     keys: Mutex<Vec<String>>,
+    /// Told the order key of every row that left the queue (the MQTT source counts the
+    /// rows of each key it has handed to the queue, see `sources::mqtt::spill`).
+    on_left: std::sync::OnceLock<RowLeft>,
 }
+
+type RowLeft = Box<dyn Fn(&str) + Send + Sync>;
 
 impl Wakeup {
     /// Rows were added (or a slot freed that any row may take).
@@ -56,10 +61,19 @@ impl Wakeup {
         self.notify.notify_one();
     }
 
+    /// Calls `listener` with the order key of every row that leaves the queue from now on
+    /// (only the first listener set counts).
+    pub fn on_row_left(&self, listener: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.on_left.set(Box::new(listener));
+    }
+
     /// A row left the queue; its key's next row may now be due.
     pub fn settled(&self, order_key: Option<&str>) {
         match order_key {
             Some(key) => {
+                if let Some(listener) = self.on_left.get() {
+                    listener(key);
+                }
                 if let Ok(mut keys) = self.keys.lock() {
                     keys.push(key.to_string());
                 }
@@ -139,10 +153,6 @@ impl Worker {
         if room == 0 {
             return Ok(0);
         }
-        let exclude: Vec<i64> = match self.in_flight.lock() {
-            Ok(ids) => ids.iter().copied().collect(),
-            Err(poisoned) => poisoned.into_inner().iter().copied().collect(),
-        };
         let keys: Vec<String> = match self.wake.keys.lock() {
             Ok(mut keys) => std::mem::take(&mut *keys),
             Err(_) => Vec::new(),
@@ -152,9 +162,17 @@ impl Worker {
         if !rescan && keys.is_empty() {
             return Ok(0);
         }
+        let in_flight = Arc::clone(&self.in_flight);
         let rows = self
             .queue
             .run(move |store| {
+                // Read on the queue thread: a source that writes rows and marks them held
+                // (in this set) in one job of this thread is then seen either before the
+                // write or after the mark, never in between.
+                let exclude: Vec<i64> = match in_flight.lock() {
+                    Ok(ids) => ids.iter().copied().collect(),
+                    Err(poisoned) => poisoned.into_inner().iter().copied().collect(),
+                };
                 if rescan {
                     store.fetch_heads(source, now_ms(), room, &exclude)
                 } else {

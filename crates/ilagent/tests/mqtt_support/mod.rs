@@ -66,6 +66,11 @@ pub async fn wait_subscribed(agent: &Agent) {
 
 /// Publishes every message with QoS 1 and returns once the broker acknowledged them all.
 pub async fn publish(port: u16, messages: &[(String, Vec<u8>)]) {
+    publish_paced(port, messages, Duration::ZERO).await
+}
+
+/// [`publish`] with `gap` between two publishes (zero: as fast as the connection takes them).
+pub async fn publish_paced(port: u16, messages: &[(String, Vec<u8>)], gap: Duration) {
     let mut options = MqttOptions::new(unique("publisher"), "127.0.0.1", port);
     options.set_max_packet_size(4 << 20, 4 << 20);
     let (client, mut eventloop) = AsyncClient::new(options, messages.len().max(1) + 10);
@@ -73,7 +78,12 @@ pub async fn publish(port: u16, messages: &[(String, Vec<u8>)]) {
         let client = client.clone();
         let messages = messages.to_vec();
         async move {
+            let mut ticks = tokio::time::interval(gap.max(Duration::from_nanos(1)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             for (topic, payload) in messages {
+                if !gap.is_zero() {
+                    ticks.tick().await;
+                }
                 client
                     .publish(topic, QoS::AtLeastOnce, false, payload)
                     .await
@@ -142,4 +152,38 @@ pub fn assert_all_in_order(events: &[Value], keys: usize, per_key: usize, log: &
             "key-{key} incomplete or out of order: {seqs:?}\nagent log:\n{log}"
         );
     }
+}
+
+/// From a Mosquitto log written with `log_type all`: the packet ids the broker sent to
+/// `client_id` in PUBLISHes (first sends only, not resends) and the ids of the PUBACKs it
+/// received from it, both in log order.
+pub fn broker_publishes_and_acks(log: &str, client_id: &str) -> (Vec<u32>, Vec<u32>) {
+    let (sent_prefix, ack_prefix) = (
+        format!("Sending PUBLISH to {client_id} (d0,"),
+        format!("Received PUBACK from {client_id} (Mid: "),
+    );
+    let mut sent = Vec::new();
+    let mut acked = Vec::new();
+    for line in log.lines() {
+        if let Some(at) = line.find(&sent_prefix) {
+            let rest = &line[at + sent_prefix.len()..];
+            if let Some(mid) = rest
+                .split(", ")
+                .find_map(|field| field.strip_prefix('m'))
+                .and_then(|m| m.parse().ok())
+            {
+                sent.push(mid);
+            }
+        } else if let Some(at) = line.find(&ack_prefix) {
+            let rest = &line[at + ack_prefix.len()..];
+            if let Some(mid) = rest
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|m| m.parse().ok())
+            {
+                acked.push(mid);
+            }
+        }
+    }
+    (sent, acked)
 }

@@ -1,13 +1,19 @@
-//! From a received publish to work: either straight into the dispatcher (acknowledged
-//! after delivery), or into the SQLite queue (acknowledged after the commit).
+//! From a received publish to work: either straight into the dispatcher (acknowledged in
+//! arrival order after delivery or a spill to SQLite), or into the SQLite queue
+//! (`--mqtt_buffer`: acknowledged after the commit).
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{AckToken, Received};
+use super::ledger::{Ledger, RowState};
 use super::settle::{Acker, MqttSettler, MqttTicket};
+use super::spill::{Spill, ToQueue};
 use crate::message::{Message, Metadata, SourceKind};
 use crate::observe::events;
 use crate::pipeline::persist::until_written;
@@ -17,6 +23,8 @@ use crate::queue::{NewRow, Queue, QueueError, StoredMeta, now_ms, order_key_colu
 
 /// How many received messages one SQLite commit takes at most.
 const BUFFER_BATCH: usize = 512;
+/// How many received messages the direct intake takes at once (then checks for a spill).
+const DIRECT_BATCH: usize = 512;
 
 fn split(received: Received) -> (Message, Option<AckToken>, u64) {
     let mut meta = Metadata::new(SourceKind::Mqtt, received.topic);
@@ -32,35 +40,129 @@ fn split(received: Received) -> (Message, Option<AckToken>, u64) {
     (message, received.ack, received.epoch)
 }
 
-/// Non-buffered: each message waits for a slot in the in-flight window, then goes to the
-/// dispatcher. Stops taking messages at `shutdown`; what it did not take stays
-/// unacknowledged and comes back from the broker.
+/// What the non-buffered intake works with.
+pub struct Direct {
+    pub dispatcher: Dispatcher<MqttSettler>,
+    pub router: MessageRouter,
+    pub ledger: Arc<Ledger>,
+    pub spill: Spill,
+    /// `--mqtt_max_unacked` and `--mqtt_spill_after`.
+    pub max_unacked: usize,
+    pub spill_after: Duration,
+}
+
+/// Non-buffered: each message goes to the dispatcher and is acknowledged, in arrival order,
+/// once settled or spilled ([`super::spill`]); a message the dispatcher has no room for,
+/// or whose key has rows waiting in the queue, goes to the queue behind them. Stops taking
+/// messages at `shutdown`; what it did not take stays unacknowledged and comes back from
+/// the broker.
 pub async fn direct(
     mut received: mpsc::UnboundedReceiver<Received>,
-    dispatcher: Dispatcher<MqttSettler>,
-    router: MessageRouter,
+    intake: Direct,
     shutdown: CancellationToken,
 ) {
+    // Far enough away to mean "never"; re-computed after every batch.
+    const NEVER: Duration = Duration::from_secs(3600);
+    let mut batch = Vec::with_capacity(DIRECT_BATCH);
     loop {
-        let next = tokio::select! {
+        let spill_at = intake.ledger.next_spill_at(intake.spill_after);
+        let count = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            next = received.recv() => next,
+            count = received.recv_many(&mut batch, DIRECT_BATCH) => count,
+            () = tokio::time::sleep_until(spill_at.unwrap_or_else(|| Instant::now() + NEVER)),
+                if spill_at.is_some() => {
+                intake.spill.spill(&intake.ledger, Vec::new(), &shutdown).await;
+                continue;
+            }
         };
-        let Some(next) = next else { break };
-        let slot = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            slot = dispatcher.reserve_for(next.payload.len()) => slot,
-        };
-        let Some(slot) = slot else { break };
+        if count == 0 {
+            break;
+        }
+        // Messages for the queue, written together at the end of the batch.
+        let mut to_queue = Vec::new();
+        for next in batch.drain(..) {
+            intake.take(next, &mut to_queue, &shutdown).await;
+        }
+        // Checked per batch, so that one spill takes everything that arrived together
+        // (and the age here too: under steady traffic the timer above may never win).
+        let overdue = intake
+            .ledger
+            .next_spill_at(intake.spill_after)
+            .is_some_and(|at| at <= Instant::now());
+        if !to_queue.is_empty() || overdue || intake.ledger.unacked() >= intake.max_unacked {
+            intake
+                .spill
+                .spill(&intake.ledger, to_queue, &shutdown)
+                .await;
+        }
+    }
+}
+
+impl Direct {
+    /// Submits `next`, or adds it to `to_queue` (with its key counted, so that the rest of
+    /// the batch of that key follows it there).
+    async fn take(
+        &self,
+        next: Received,
+        to_queue: &mut Vec<ToQueue>,
+        shutdown: &CancellationToken,
+    ) {
         let (message, ack, epoch) = split(next);
         events::received(&message.meta);
-        let action = router.action_for(&message);
-        dispatcher.submit(
+        let action = self.router.action_for(&message);
+        let order_key = order_key_column(&action);
+        let row = NewRow {
+            source: SourceKind::Mqtt,
+            meta: StoredMeta::from_metadata(&message.meta),
+            topic: message.meta.topic.clone(),
+            payload: message.payload.clone(),
+            order_key: order_key.clone(),
+            created_at_ms: now_ms(),
+        };
+        let behind_queued_rows = order_key
+            .as_deref()
+            .is_some_and(|key| self.spill.keys.contains(key));
+        let slot = if behind_queued_rows {
+            None
+        } else {
+            match self.dispatcher.try_reserve_for(message.payload.len()) {
+                Some(slot) => Some(slot),
+                None => {
+                    // The window is full. What is unacknowledged goes to disk now, so the
+                    // broker keeps sending; then a slot freed within --mqtt_spill_after
+                    // keeps this message live (under a flood deliveries free slots all the
+                    // time), and only a window that stays full sends it to the queue.
+                    self.spill
+                        .spill(&self.ledger, std::mem::take(to_queue), shutdown)
+                        .await;
+                    tokio::time::timeout(
+                        self.spill_after,
+                        self.dispatcher.reserve_for(message.payload.len()),
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                }
+            }
+        };
+        let Some(slot) = slot else {
+            // The spill at the end of the batch writes everything older that is
+            // unacknowledged first, then this one behind it, so nothing overtakes within a
+            // key. Counted now: later messages of the key in this batch must follow it,
+            // and the worker may deliver and delete the row before the next batch.
+            if let Some(key) = &row.order_key {
+                self.spill.keys.add(key, 1);
+            }
+            let tracked = ack.map(|ack| self.ledger.push(epoch, ack, row.clone(), RowState::Done));
+            to_queue.push(ToQueue { tracked, row });
+            return;
+        };
+        let tracked = ack.map(|ack| self.ledger.push(epoch, ack, row, RowState::Live));
+        self.dispatcher.submit(
             slot,
             Job {
-                ticket: MqttTicket { ack, epoch },
+                ticket: MqttTicket { tracked },
                 message,
                 action,
             },

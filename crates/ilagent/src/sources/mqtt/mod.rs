@@ -4,10 +4,14 @@
 //! - [`connection`] is the one task that polls rumqttc's event loop (through the
 //!   version-neutral [`client`]); it reconnects with backoff and never blocks.
 //! - [`intake`] takes each publish either to the shared dispatcher (non-buffered: the
-//!   [`settle`] step acknowledges after delivery, or after the dead-letter record) or into
-//!   the SQLite queue (`--mqtt_buffer`: acknowledged after the commit).
+//!   [`settle`] step counts it done after delivery, or after the dead-letter record, and
+//!   [`ledger`] acknowledges in arrival order; [`spill`] writes messages that are slow to
+//!   settle to SQLite so that the broker keeps sending) or into the SQLite queue
+//!   (`--mqtt_buffer`: acknowledged after the commit).
 //! - The queue worker ([`crate::queue::worker`]) delivers queued rows; it runs in both
 //!   modes, so dead letters requeued with `ilagent queue requeue` are always delivered.
+//! - [`io_thread`] runs the connection task, the direct intake and the acknowledgements on
+//!   a thread of their own, so deliveries never slow the acknowledgements down.
 //! - [`tls`] builds the TLS setup from the certificate files, and [`tls_reload`] watches
 //!   them and reconnects when they change.
 //!
@@ -17,8 +21,11 @@
 mod client;
 mod connection;
 mod intake;
+mod io_thread;
+mod ledger;
 mod options;
 mod settle;
+mod spill;
 pub mod tls;
 mod tls_reload;
 
@@ -30,7 +37,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use self::connection::{ConnectionTask, Shared};
+use self::io_thread::IoThread;
+use self::ledger::Ledger;
 use self::settle::{Acker, MqttSettler};
+use self::spill::Spill;
 use self::tls_reload::TlsWatcher;
 use crate::config::{MqttConfig, Topics};
 use crate::delivery::Deliverer;
@@ -103,7 +113,9 @@ impl MqttSource {
 
         let (intake_tx, intake_rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
-        let connection = tokio::spawn(
+        let io = IoThread::start()
+            .map_err(|e| MqttSourceError(format!("cannot start the MQTT thread: {e}")))?;
+        let connection = io.spawn(
             ConnectionTask {
                 eventloop,
                 client: client.clone(),
@@ -133,12 +145,29 @@ impl MqttSource {
             .unwrap_or_else(|| EventPath::PerKey(EventPath::MQTT.to_string()));
         let wake = Arc::new(Wakeup::default());
         let router = MessageRouter::by_topic(routes, Arc::clone(&self.mapping));
-        let worker = self.spawn_worker(&queue, &router, &path, &wake, &shutdown);
+        let held = Arc::new(Mutex::new(HashSet::new()));
+        let abort = CancellationToken::new();
+        let (spill, deleter) = Spill::new(
+            queue.clone(),
+            Arc::clone(&held),
+            Arc::clone(&wake),
+            abort.clone(),
+        );
+        if !self.config.buffer {
+            // Before the worker starts and before any message is taken: a key with rows
+            // left in the file must not be overtaken by its new messages.
+            spill
+                .load_keys()
+                .await
+                .map_err(|e| MqttSourceError(e.to_string()))?;
+        }
+        let worker = self.spawn_worker(&queue, &router, &path, &wake, held, &shutdown);
         let acker = Acker {
             client: client.clone(),
             shared: Arc::clone(&shared),
         };
         if self.config.buffer {
+            drop(spill);
             intake::buffered(
                 intake_rx,
                 queue.clone(),
@@ -149,9 +178,12 @@ impl MqttSource {
             )
             .await;
         } else {
-            let abort = CancellationToken::new();
+            let (ledger, acks) = Ledger::new();
+            let ledger = Arc::new(ledger);
+            let acks = io.spawn(ledger::send_acks(acks, acker));
             let settler = MqttSettler {
-                acker,
+                ledger: Arc::clone(&ledger),
+                spill: spill.clone(),
                 dead_letters: queue.clone(),
                 abort: abort.clone(),
             };
@@ -161,9 +193,25 @@ impl MqttSource {
                 self.config.max_in_flight,
                 abort.clone(),
             );
-            intake::direct(intake_rx, dispatcher.clone(), router, shutdown.clone()).await;
+            let direct = intake::Direct {
+                dispatcher: dispatcher.clone(),
+                router,
+                ledger: Arc::clone(&ledger),
+                spill,
+                max_unacked: self.config.max_unacked,
+                spill_after: self.config.spill_after,
+            };
+            let _ = io
+                .spawn(intake::direct(intake_rx, direct, shutdown.clone()))
+                .await;
             drain(&dispatcher, &abort, self.shutdown_timeout).await;
+            // Every acknowledgement released so far goes out before the DISCONNECT below.
+            ledger.close();
+            let _ = acks.await;
         }
+        // The rows of messages delivered during the drain are deleted before the exit (or
+        // delivered once more after the restart, if that takes too long).
+        let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, deleter).await;
         let stopped_early = !shutdown.is_cancelled();
         let _ = worker.await;
 
@@ -194,9 +242,9 @@ impl MqttSource {
         router: &MessageRouter,
         path: &EventPath,
         wake: &Arc<Wakeup>,
+        in_flight: Arc<Mutex<HashSet<i64>>>,
         shutdown: &CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        let in_flight = Arc::new(Mutex::new(HashSet::new()));
         let abort = CancellationToken::new();
         let settler = QueueSettler {
             queue: queue.clone(),

@@ -1,6 +1,9 @@
 //! Settling an MQTT message in non-buffered mode: record a rejected message in the
-//! dead-letter table, then acknowledge it to the broker; acknowledge delivered and skipped
-//! ones at once; leave interrupted ones unacknowledged so that the broker redelivers them.
+//! dead-letter table, then count it done for the acknowledgement order; count delivered and
+//! skipped ones done at once; leave interrupted ones unacknowledged so that the broker
+//! redelivers them. A message that was spilled ([`super::spill`]) settles its row instead.
+//! The acknowledgements themselves leave from one place, in arrival order
+//! ([`super::ledger`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{AckToken, Client};
 use super::connection::Shared;
+use super::ledger::{Ledger, RowState, Tracked};
+use super::spill::Spill;
 use crate::action::Outcome;
 use crate::message::Metadata;
 use crate::observe::events::{self, Disposition};
@@ -16,10 +21,10 @@ use crate::pipeline::persist::until_written;
 use crate::pipeline::{Job, Settle};
 use crate::queue::{NewDeadLetter, Queue, QueueError, StoredMeta, now_ms, order_key_column};
 
-/// How a message is acknowledged: its packet (QoS 0: none) and the connection it came on.
+/// How a message is acknowledged: its place in the ledger (QoS 0: none, nothing to
+/// acknowledge).
 pub struct MqttTicket {
-    pub ack: Option<AckToken>,
-    pub epoch: u64,
+    pub tracked: Option<Arc<Tracked>>,
 }
 
 /// Sends acknowledgements through a clone of the client, never from the connection task.
@@ -46,35 +51,99 @@ impl Acker {
 }
 
 pub struct MqttSettler {
-    pub acker: Acker,
+    pub ledger: Arc<Ledger>,
+    pub spill: Spill,
     pub dead_letters: Queue,
     /// Stops dead-letter retries at the end of the shutdown drain.
     pub abort: CancellationToken,
+}
+
+/// What the settle step does, decided under the message's state lock.
+enum Next {
+    /// Not spilled: settle it live.
+    Live,
+    /// Spilled: settle its row.
+    Held(i64),
+    /// Its row is being written: the spill settles the row with the parked outcome.
+    Parked,
 }
 
 impl Settle for MqttSettler {
     type Ticket = MqttTicket;
 
     async fn settle(&self, job: Job<MqttTicket>, outcome: Outcome) {
-        let disposition = match &outcome {
+        let next = match &job.ticket.tracked {
+            None => Next::Live,
+            Some(tracked) => {
+                let mut state = tracked.state();
+                match &*state {
+                    RowState::Live => {
+                        *state = match &outcome {
+                            Outcome::Interrupted { .. } | Outcome::Failed { .. } => {
+                                RowState::Abandoned
+                            }
+                            Outcome::Rejected { .. } => RowState::Settling,
+                            _ => RowState::Done,
+                        };
+                        Next::Live
+                    }
+                    RowState::Writing(_) => {
+                        *state = RowState::Writing(Some(outcome.clone()));
+                        Next::Parked
+                    }
+                    RowState::Held(id) => {
+                        let id = *id;
+                        *state = RowState::Done;
+                        Next::Held(id)
+                    }
+                    RowState::Settling | RowState::Done | RowState::Abandoned => Next::Parked,
+                }
+            }
+        };
+        let meta = &job.message.meta;
+        match next {
+            Next::Live => {}
+            Next::Held(id) => {
+                events::settled(meta, &outcome, disposition(&outcome));
+                if let Some(tracked) = &job.ticket.tracked {
+                    self.spill.settle_held(id, tracked, &outcome).await;
+                }
+                return;
+            }
+            Next::Parked => {
+                events::settled(meta, &outcome, disposition(&outcome));
+                return;
+            }
+        }
+        match &outcome {
             Outcome::Interrupted { .. } | Outcome::Failed { .. } => {
-                events::settled(&job.message.meta, &outcome, Disposition::Normal);
+                events::settled(meta, &outcome, Disposition::Normal);
                 return;
             }
             Outcome::Rejected { .. } => {
                 if !self.dead_letter(&job, &outcome).await {
+                    if let Some(tracked) = &job.ticket.tracked {
+                        *tracked.state() = RowState::Abandoned;
+                    }
                     return;
                 }
-                Disposition::DeadLettered
+                if let Some(tracked) = &job.ticket.tracked {
+                    *tracked.state() = RowState::Done;
+                }
             }
-            _ => Disposition::Normal,
-        };
-        events::settled(&job.message.meta, &outcome, disposition);
-        if let Some(token) = &job.ticket.ack {
-            self.acker
-                .ack(token, job.ticket.epoch, Some(&job.message.meta))
-                .await;
+            _ => {}
         }
+        events::settled(meta, &outcome, disposition(&outcome));
+        if let Some(tracked) = &job.ticket.tracked {
+            self.ledger.done(tracked);
+        }
+    }
+}
+
+fn disposition(outcome: &Outcome) -> Disposition {
+    match outcome {
+        Outcome::Rejected { .. } => Disposition::DeadLettered,
+        _ => Disposition::Normal,
     }
 }
 

@@ -1,0 +1,318 @@
+//! Spilling to SQLite (direct mode), so that a slow or rate-limited key stalls neither the
+//! other keys nor the broker.
+//!
+//! Acknowledgements go out in arrival order ([`super::ledger`]), so one message waiting for
+//! ilert would hold back the acknowledgements of every message after it, and the broker,
+//! whose in-flight window is full of them, would stop sending. So a message that is not
+//! settled quickly is made durable in the queue table of the `-f` file (the one
+//! `--mqtt_buffer` uses) and then counts as done for the acknowledgement order: when
+//! `--mqtt_max_unacked` messages are unacknowledged, when the oldest is older than
+//! `--mqtt_spill_after`, or when the dispatcher's window has no room, every unacknowledged
+//! message that is only live is written, in arrival order, in one transaction. A message
+//! that still finds no room after `--mqtt_spill_after` is written for the worker instead
+//! (waiting that long first keeps a flood live: its deliveries free slots all the time,
+//! and the worker's one-row-per-key-at-a-time path is slower than the live one).
+//!
+//! A spilled message's live delivery keeps running; its row is *held*: it is in the queue
+//! worker's exclusion set, and since the worker only hands out the oldest row of an order
+//! key, a held row also holds back its key's later rows. When the live delivery settles,
+//! the row is deleted (delivered, skipped, coalesced), moved to the dead letters
+//! (rejected), or released to the worker (interrupted).
+//!
+//! Rows not held (written while the window was full, released, or left from an earlier
+//! run) belong to the worker; [`QueueKeys`] counts them per order key, and a new message of
+//! such a key goes to the queue behind them instead of overtaking them live.
+//!
+//! Without spill pressure nothing touches the disk.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::ledger::{Ledger, RowState, Tracked};
+use crate::action::Outcome;
+use crate::message::{Metadata, SourceKind};
+use crate::observe::events;
+use crate::pipeline::persist::until_written;
+use crate::queue::settle::{Change, apply};
+use crate::queue::worker::Wakeup;
+use crate::queue::{NewRow, Queue, QueueError};
+
+/// Rows per order key that the queue worker owns (not held).
+#[derive(Default)]
+pub(crate) struct QueueKeys(Mutex<HashMap<String, usize>>);
+
+impl QueueKeys {
+    pub(crate) fn add(&self, key: &str, rows: usize) {
+        *lock(&self.0).entry(key.to_string()).or_default() += rows;
+    }
+
+    pub(crate) fn remove_one(&self, key: &str) {
+        let mut keys = lock(&self.0);
+        if let Some(count) = keys.get_mut(key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                keys.remove(key);
+            }
+        }
+    }
+
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        lock(&self.0).contains_key(key)
+    }
+}
+
+/// What spilling needs; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Spill {
+    queue: Queue,
+    /// The queue worker's exclusion set: held rows are in it.
+    held: Arc<Mutex<HashSet<i64>>>,
+    wake: Arc<Wakeup>,
+    pub keys: Arc<QueueKeys>,
+    /// Stops retrying the writes that settle a held row (end of the shutdown drain).
+    abort: CancellationToken,
+    /// Held rows whose live delivery succeeded, for [`delete_delivered`].
+    deletes: mpsc::UnboundedSender<i64>,
+}
+
+/// Most rows one delete transaction takes.
+const DELETE_BATCH: usize = 512;
+
+/// Deletes the rows of delivered held messages, many per transaction: one commit per
+/// delivered message would make the spill writes (which the acknowledgements wait for)
+/// queue up behind them on the queue thread. A row leaves the held set only once deleted.
+async fn delete_delivered(
+    mut ids: mpsc::UnboundedReceiver<i64>,
+    queue: Queue,
+    held: Arc<Mutex<HashSet<i64>>>,
+    abort: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(DELETE_BATCH);
+    while ids.recv_many(&mut batch, DELETE_BATCH).await > 0 {
+        let rows: Arc<Vec<i64>> = Arc::new(std::mem::take(&mut batch));
+        let queue = &queue;
+        let deleted = until_written(
+            &abort,
+            || {
+                let rows = Arc::clone(&rows);
+                async move {
+                    queue
+                        .run(move |store| store.delete_many(&rows))
+                        .await
+                        .map_err(QueueError::retryable)
+                }
+            },
+            |error| events::queue_error(error),
+        )
+        .await;
+        if deleted.is_none() {
+            // Stopping: the rows stay and are delivered again after the restart.
+            tracing::debug!(
+                rows = rows.len(),
+                "delivered rows not deleted before the stop"
+            );
+        }
+        let mut held = lock(&held);
+        for id in rows.iter() {
+            held.remove(id);
+        }
+    }
+}
+
+/// A message that goes straight to the queue (not held), acknowledged once written.
+pub(crate) struct ToQueue {
+    pub tracked: Option<Arc<Tracked>>,
+    pub row: NewRow,
+}
+
+impl Spill {
+    /// The spill step and the task that deletes delivered rows (it ends once every clone
+    /// of the spill step is dropped and the deletes sent are done).
+    pub(crate) fn new(
+        queue: Queue,
+        held: Arc<Mutex<HashSet<i64>>>,
+        wake: Arc<Wakeup>,
+        abort: CancellationToken,
+    ) -> (Spill, tokio::task::JoinHandle<()>) {
+        let (deletes, ids) = mpsc::unbounded_channel();
+        let deleter = tokio::spawn(delete_delivered(
+            ids,
+            queue.clone(),
+            Arc::clone(&held),
+            abort.clone(),
+        ));
+        let spill = Spill {
+            queue,
+            held,
+            wake,
+            keys: Arc::default(),
+            abort,
+            deletes,
+        };
+        (spill, deleter)
+    }
+
+    /// Loads the order keys of the MQTT rows left in the file, and counts rows that leave
+    /// the queue from now on.
+    pub(crate) async fn load_keys(&self) -> Result<(), QueueError> {
+        let keys = Arc::clone(&self.keys);
+        self.wake.on_row_left(move |key| keys.remove_one(key));
+        let counts = self
+            .queue
+            .run(|store| store.rows_per_order_key(SourceKind::Mqtt))
+            .await?;
+        for (key, rows) in counts {
+            self.keys.add(&key, rows);
+        }
+        Ok(())
+    }
+
+    /// Writes every spillable message of `ledger` (held) and then `extra` (for the worker)
+    /// in one transaction, and acknowledges them through the ledger. The caller has
+    /// counted the keys of `extra` in [`Spill::keys`] already (so that later messages of
+    /// those keys follow them). Gives up only at `stop`: then nothing is acknowledged and
+    /// the broker sends the messages again.
+    pub(crate) async fn spill(
+        &self,
+        ledger: &Ledger,
+        extra: Vec<ToQueue>,
+        stop: &CancellationToken,
+    ) {
+        let taken = ledger.take_spillable();
+        if taken.is_empty() && extra.is_empty() {
+            return;
+        }
+        let held_count = taken.len();
+        let rows: Arc<Vec<NewRow>> = Arc::new(
+            taken
+                .iter()
+                .map(|(_, row)| row.clone())
+                .chain(extra.iter().map(|e| e.row.clone()))
+                .collect(),
+        );
+        let started = tokio::time::Instant::now();
+        let written = until_written(
+            stop,
+            || {
+                let (rows, held) = (Arc::clone(&rows), Arc::clone(&self.held));
+                async move {
+                    self.queue
+                        .run(move |store| {
+                            let ids = store.insert(rows.iter())?;
+                            // Marked held in the same job of the queue thread as the write,
+                            // so the worker never sees these rows unheld.
+                            lock(&held).extend(ids.iter().take(held_count).copied());
+                            Ok(ids)
+                        })
+                        .await
+                        .map_err(QueueError::retryable)
+                }
+            },
+            |error| events::queue_error(error),
+        )
+        .await;
+        let Some(ids) = written else {
+            for (tracked, _) in &taken {
+                let mut state = tracked.state();
+                *state = match *state {
+                    RowState::Writing(None) => RowState::Live,
+                    _ => RowState::Abandoned,
+                };
+            }
+            for key in extra.iter().filter_map(|e| e.row.order_key.as_deref()) {
+                self.keys.remove_one(key);
+            }
+            return;
+        };
+        events::queue_written(SourceKind::Mqtt, ids.len());
+        tracing::debug!(
+            held = held_count,
+            queued = extra.len(),
+            took = ?started.elapsed(),
+            "mqtt messages spilled to the queue"
+        );
+        for ((tracked, _), id) in taken.iter().zip(&ids) {
+            let parked = {
+                let mut state = tracked.state();
+                match std::mem::replace(&mut *state, RowState::Held(*id)) {
+                    RowState::Writing(Some(outcome)) => {
+                        *state = RowState::Done;
+                        Some(outcome)
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(outcome) = parked {
+                // Settled while its row was being written: settle the row now, apart from
+                // the intake.
+                let (spill, tracked, id) = (self.clone(), Arc::clone(tracked), *id);
+                tokio::spawn(async move { spill.settle_held(id, &tracked, &outcome).await });
+            }
+            ledger.done(tracked);
+        }
+        if !extra.is_empty() {
+            self.wake.new_rows();
+        }
+        for queued in &extra {
+            if let Some(tracked) = &queued.tracked {
+                ledger.done(tracked);
+            }
+        }
+    }
+
+    /// The live delivery of a held row settled: delete the row, dead-letter it, or hand
+    /// it to the worker.
+    pub(crate) async fn settle_held(&self, id: i64, tracked: &Tracked, outcome: &Outcome) {
+        let meta = Metadata::new(SourceKind::Mqtt, tracked.topic.clone());
+        let change = match outcome {
+            Outcome::Delivered { .. } | Outcome::Skipped { .. } | Outcome::Coalesced { .. } => {
+                if let Err(unsent) = self.deletes.send(id) {
+                    // The deleter has stopped (only while stopping): delete it here.
+                    let id = unsent.0;
+                    apply(&self.queue, id, Change::Delete, &meta, &self.abort).await;
+                    lock(&self.held).remove(&id);
+                }
+                return;
+            }
+            Outcome::Rejected {
+                kind,
+                reason,
+                attempts,
+                ..
+            } => Some(Change::DeadLetter {
+                kind: *kind,
+                reason: reason.clone(),
+                attempts: *attempts,
+            }),
+            Outcome::Interrupted { .. } | Outcome::Failed { .. } => None,
+        };
+        match change {
+            Some(change) => {
+                let dead_letter = matches!(change, Change::DeadLetter { .. });
+                // Removed from the held set only after the write, so the worker cannot
+                // deliver a row that is being deleted.
+                let applied = apply(&self.queue, id, change, &meta, &self.abort).await;
+                if applied && dead_letter {
+                    events::dead_lettered(&meta);
+                }
+                lock(&self.held).remove(&id);
+            }
+            None => {
+                // The row is the worker's now (or the next start's).
+                if let Some(key) = &tracked.order_key {
+                    self.keys.add(key, 1);
+                }
+                lock(&self.held).remove(&id);
+                self.wake.new_rows();
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a settle panicked; the data itself is still consistent.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
