@@ -278,6 +278,9 @@ impl MqttSource {
 /// Lets in-flight messages finish until the deadline; the rest stay unacknowledged and
 /// come back from the broker.
 async fn drain(dispatcher: &Dispatcher<MqttSettler>, abort: &CancellationToken, timeout: Duration) {
+    // Messages waiting for a budget or a backoff stop now and come back from the broker
+    // (or from their spilled row).
+    dispatcher.stop_waiting();
     let in_flight = dispatcher.in_flight();
     if in_flight > 0 {
         tracing::info!(in_flight, timeout = ?timeout, "mqtt source stopping: finishing in-flight messages");
