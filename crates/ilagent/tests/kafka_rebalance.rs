@@ -234,18 +234,13 @@ async fn a_message_read_before_a_revoke_is_not_delivered_after_the_partition_com
         first.log()
     );
 
-    // The first agent's ilert recovers. The four messages it had handed over before the
-    // revoke were on their way and arrive (duplicates, as documented for a drain that
-    // times out); the one that was waiting for room is not delivered after the revoke,
-    // and the commit stays where the second agent left it.
+    // The first agent's ilert recovers. Nothing it read before the revoke is delivered
+    // after it: the four messages it had handed over stopped retrying when their partition
+    // was revoked (the second agent delivered them), and the one that was waiting for room
+    // was dropped; the commit stays where the second agent left it.
     failing.set_behaviour(Behaviour::default());
-    let handed_over: HashSet<u64> = (0..4).collect();
-    assert!(
-        eventually(WAIT, || arrived(&failing) == handed_over).await,
-        "arrived {:?}; log:\n{}",
-        arrived(&failing),
-        first.log()
-    );
+    let handed_over: HashSet<u64> = HashSet::new();
+    tokio::time::sleep(Duration::from_secs(2)).await;
     for _ in 0..15 {
         assert_eq!(
             committed(&bootstrap, &group, &topic, 1),

@@ -9,6 +9,13 @@
 //!
 //! Slots are reserved under the lock and waited for outside it, so concurrent callers
 //! on one key queue up in order without holding anything across an await.
+//!
+//! Two logs per key. The booked slots pace the callers (first come, first served). The
+//! requests really sent are the guarantee: a request that reached its slot late (it waited
+//! for a delivery slot behind other keys) is sent only if the requests really sent in the
+//! window allow it ([`RateLimiter::try_send`]), and it counts until its answer arrived
+//! ([`RateLimiter::finished`]), since ilert counts it when it arrives, which is at the
+//! latest then.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -99,7 +106,11 @@ pub struct RateLimiter {
     budgets: Budgets,
     /// Per key: the slots of its most recent requests (at most `limit`), oldest first.
     slots: Mutex<HashMap<(KeyClass, String), VecDeque<Instant>>>,
+    /// Per key: when its most recent requests really went out, or their answers arrived
+    /// (at most `limit`), oldest first.
+    sent: Mutex<HashMap<(KeyClass, String), VecDeque<Instant>>>,
     reservations: AtomicU64,
+    sends: AtomicU64,
 }
 
 impl RateLimiter {
@@ -107,12 +118,14 @@ impl RateLimiter {
         RateLimiter {
             budgets,
             slots: Mutex::new(HashMap::new()),
+            sent: Mutex::new(HashMap::new()),
             reservations: AtomicU64::new(0),
+            sends: AtomicU64::new(0),
         }
     }
 
-    /// Waits until `key` may send one request, and returns the slot it was given (the
-    /// time the request counts from, until [`RateLimiter::sent_at`] moves it).
+    /// Waits for `key`'s next booked slot and returns it. The request then still has to
+    /// pass [`RateLimiter::try_send`] when it really goes out.
     pub async fn acquire(&self, class: KeyClass, key: &str) -> Instant {
         let now = Instant::now();
         let slot = self.reserve(class, key, now);
@@ -126,7 +139,8 @@ impl RateLimiter {
         slot
     }
 
-    /// Whether `key` could send a request now without waiting (books nothing).
+    /// Whether `key` could send a request now without waiting: fewer than its limit
+    /// really went out in the window (books nothing).
     pub fn has_room(&self, class: KeyClass, key: &str) -> bool {
         let budget = self.budgets.of(class);
         if budget.limit == 0 {
@@ -134,31 +148,53 @@ impl RateLimiter {
         }
         let window = budget.guarded_window();
         let now = Instant::now();
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.get(&(class, key.to_string())).is_none_or(|log| {
+        let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        sent.get(&(class, key.to_string())).is_none_or(|log| {
             log.len() < budget.limit as usize
                 || log.front().is_none_or(|oldest| *oldest + window <= now)
         })
     }
 
-    /// The request booked at `slot` really went out at `sent` (it waited for a delivery
-    /// slot in between): count it from then, so that no window ilert sees holds more than
-    /// the limit.
-    pub fn sent_at(&self, class: KeyClass, key: &str, slot: Instant, sent: Instant) {
-        if sent <= slot || self.budgets.of(class).limit == 0 {
+    /// Records a request of `key` going out at `now` if the requests really sent in the
+    /// window leave room; otherwise the time when they will.
+    pub fn try_send(&self, class: KeyClass, key: &str, now: Instant) -> Result<(), Instant> {
+        let budget = self.budgets.of(class);
+        if budget.limit == 0 {
+            return Ok(());
+        }
+        let (window, limit) = (budget.guarded_window(), budget.limit as usize);
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        if self.sends.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            sent.retain(|_, log| log.back().is_some_and(|last| *last + window > now));
+        }
+        let log = sent.entry((class, key.to_string())).or_default();
+        if log.len() >= limit
+            && let Some(oldest) = log.front()
+            && *oldest + window > now
+        {
+            return Err(*oldest + window);
+        }
+        log.push_back(now);
+        while log.len() > limit {
+            log.pop_front();
+        }
+        Ok(())
+    }
+
+    /// The request of `key` that went out at `started` got its answer at `finished`: it
+    /// counts from then on (ilert saw it at the latest then).
+    pub fn finished(&self, class: KeyClass, key: &str, started: Instant, finished: Instant) {
+        if finished <= started || self.budgets.of(class).limit == 0 {
             return;
         }
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(log) = slots.get_mut(&(class, key.to_string())) else {
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(log) = sent.get_mut(&(class, key.to_string())) else {
             return;
         };
-        if let Some(at) = log.iter().position(|booked| *booked == slot) {
+        if let Some(at) = log.iter().position(|t| *t == started) {
             log.remove(at);
-            let place = log
-                .iter()
-                .position(|booked| *booked > sent)
-                .unwrap_or(log.len());
-            log.insert(place, sent);
+            let place = log.iter().position(|t| *t > finished).unwrap_or(log.len());
+            log.insert(place, finished);
         }
     }
 
@@ -281,13 +317,13 @@ mod tests {
     }
 
     #[test]
-    fn room_is_reported_without_booking() {
+    fn room_is_reported_from_what_was_really_sent() {
         let l = limiter(2, 60);
         let now = Instant::now();
         assert!(l.has_room(KeyClass::Heartbeat, "k"));
-        l.reserve(KeyClass::Heartbeat, "k", now);
+        assert_eq!(l.try_send(KeyClass::Heartbeat, "k", now), Ok(()));
         assert!(l.has_room(KeyClass::Heartbeat, "k"), "one of two used");
-        l.reserve(KeyClass::Heartbeat, "k", now);
+        assert_eq!(l.try_send(KeyClass::Heartbeat, "k", now), Ok(()));
         assert!(
             !l.has_room(KeyClass::Heartbeat, "k"),
             "the budget is used up"
@@ -296,21 +332,41 @@ mod tests {
     }
 
     #[test]
-    fn a_request_sent_late_counts_from_when_it_was_sent() {
+    fn requests_that_reach_their_slot_late_are_held_to_what_was_really_sent() {
+        // Bookings pace at 2 a window, but the first two went out 100 s late (they waited
+        // for delivery slots): the next two, booked for 61 s, must wait for those.
+        let l = limiter(2, 60);
+        let start = Instant::now();
+        for _ in 0..4 {
+            l.reserve(KeyClass::Integration, "k", start);
+        }
+        let late = start + Duration::from_secs(100);
+        assert_eq!(l.try_send(KeyClass::Integration, "k", late), Ok(()));
+        assert_eq!(l.try_send(KeyClass::Integration, "k", late), Ok(()));
+        let booked_second = start + Duration::from_millis(61_200);
+        let third = l.try_send(KeyClass::Integration, "k", late + Duration::from_secs(1));
+        assert_eq!(third, Err(late + Duration::from_millis(61_200)));
+        assert!(
+            booked_second < late,
+            "the booking alone would have let it go"
+        );
+    }
+
+    #[test]
+    fn a_request_counts_until_its_answer_arrived() {
         let l = limiter(1, 50);
         let now = Instant::now();
-        let slot = l.reserve(KeyClass::Integration, "k", now);
-        l.sent_at(
+        assert_eq!(l.try_send(KeyClass::Integration, "k", now), Ok(()));
+        l.finished(
             KeyClass::Integration,
             "k",
-            slot,
+            now,
             now + Duration::from_secs(5),
         );
-        let next = l.reserve(KeyClass::Integration, "k", now);
         assert_eq!(
-            next,
-            now + Duration::from_secs(56),
-            "51 s window counted from 5 s"
+            l.try_send(KeyClass::Integration, "k", now + Duration::from_secs(52)),
+            Err(now + Duration::from_secs(56)),
+            "51 s window counted from the answer at 5 s"
         );
     }
 }

@@ -3,8 +3,10 @@
 //! The order matters. A key that waits for its budget holds no delivery slot, so a storm
 //! on one integration key (hundreds of alert keys queued in its budget) leaves every slot
 //! to the other keys; the in-flight limit counts HTTP requests under way and nothing else.
-//! A request that then waited for a delivery slot is counted by the limiter from when it
-//! really went out, so no window that ilert sees holds more than the budget.
+//! A request that then waited long for a delivery slot goes out only if the requests its
+//! key really sent leave room ([`RateLimiter::try_send`]; otherwise it gives the slot back
+//! and waits), and it counts until its answer arrived, so no window that ilert sees holds
+//! more than the budget.
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
@@ -18,18 +20,51 @@ pub(crate) struct Wire<'a> {
     pub slots: Option<&'a Semaphore>,
 }
 
-impl Wire<'_> {
-    /// Waits for `key`'s rate-limit slot, then for a delivery slot; the permit is held
-    /// for the request and returned when it is dropped.
-    pub async fn enter(&self, class: KeyClass, key: &str) -> Option<SemaphorePermit<'_>> {
-        let slot = self.limiter.acquire(class, key).await;
-        // Closed never: the semaphore lives as long as its dispatcher.
-        let permit = match self.slots {
-            Some(slots) => slots.acquire().await.ok(),
-            None => None,
-        };
-        self.limiter.sent_at(class, key, slot, Instant::now());
-        permit
+/// A request on the wire: holds its delivery slot, and tells the limiter when the answer
+/// arrived when dropped.
+pub(crate) struct OnWire<'a> {
+    _permit: Option<SemaphorePermit<'a>>,
+    limiter: &'a RateLimiter,
+    class: KeyClass,
+    key: String,
+    started: Instant,
+}
+
+impl Drop for OnWire<'_> {
+    fn drop(&mut self) {
+        self.limiter
+            .finished(self.class, &self.key, self.started, Instant::now());
+    }
+}
+
+impl<'a> Wire<'a> {
+    /// Waits for `key`'s rate-limit slot, then for a delivery slot, until the request may
+    /// really go out; the returned guard is held for the request.
+    pub async fn enter(&self, class: KeyClass, key: &str) -> OnWire<'a> {
+        self.limiter.acquire(class, key).await;
+        loop {
+            // Closed never: the semaphore lives as long as its dispatcher.
+            let permit = match self.slots {
+                Some(slots) => slots.acquire().await.ok(),
+                None => None,
+            };
+            let now = Instant::now();
+            match self.limiter.try_send(class, key, now) {
+                Ok(()) => {
+                    return OnWire {
+                        _permit: permit,
+                        limiter: self.limiter,
+                        class,
+                        key: key.to_string(),
+                        started: now,
+                    };
+                }
+                Err(room_at) => {
+                    drop(permit);
+                    tokio::time::sleep_until(room_at).await;
+                }
+            }
+        }
     }
 
     /// [`Wire::enter`], unless waiting stops first: `None` then, and nothing went out.
@@ -41,7 +76,7 @@ impl Wire<'_> {
         class: KeyClass,
         key: &str,
         ctx: &Context<'_>,
-    ) -> Option<Option<SemaphorePermit<'_>>> {
+    ) -> Option<OnWire<'a>> {
         if ctx.is_revoked() {
             return None;
         }

@@ -2,10 +2,10 @@
 //! table of the SQLite file, where `ilagent queue dead_letters` shows it and
 //! `ilagent queue requeue` hands it to the queue worker of its source.
 //!
-//! For sources that settle with their broker (a Kafka commit) and have no dead-letter
-//! destination of their own: the broker acknowledgement waits until the row is written, so
-//! a failing disk is waited out, never a reason to lose the message. (The MQTT source has
-//! the same write in its settle step.)
+//! For sources that settle with their broker (a Kafka commit, an MQTT acknowledgement)
+//! and have no dead-letter destination of their own: the broker acknowledgement waits
+//! until the row is written, so a failing disk is waited out, never a reason to lose the
+//! message.
 
 use std::sync::Arc;
 

@@ -17,9 +17,8 @@ use super::spill::Spill;
 use crate::action::Outcome;
 use crate::message::Metadata;
 use crate::observe::events::{self, Disposition};
-use crate::pipeline::persist::until_written;
 use crate::pipeline::{Job, Settle};
-use crate::queue::{NewDeadLetter, Queue, QueueError, StoredMeta, now_ms, order_key_column};
+use crate::queue::Queue;
 
 /// How a message is acknowledged: its place in the ledger (QoS 0: none, nothing to
 /// acknowledge).
@@ -151,45 +150,13 @@ impl MqttSettler {
     /// Writes the dead-letter row; `false` only if shutdown gave up on a failing write
     /// (the message then stays unacknowledged and comes back).
     async fn dead_letter(&self, job: &Job<MqttTicket>, outcome: &Outcome) -> bool {
-        let Outcome::Rejected {
-            kind,
-            reason,
-            attempts,
-            ..
-        } = outcome
-        else {
-            return true;
-        };
-        let letter = Arc::new(NewDeadLetter {
-            queue_id: None,
-            source: job.message.meta.source,
-            topic: job.message.meta.topic.clone(),
-            payload: job.message.payload.clone(),
-            meta: StoredMeta::from_metadata(&job.message.meta),
-            order_key: order_key_column(&job.action),
-            kind: kind.as_str().to_string(),
-            reason: reason.clone(),
-            attempts: *attempts,
-            created_at_ms: crate::queue::record::unix_ms(job.message.meta.received_at)
-                .min(now_ms()),
-        });
-        let written = until_written(
+        crate::queue::dead_letter::record(
+            &self.dead_letters,
+            &job.message,
+            &job.action,
+            outcome,
             &self.abort,
-            || {
-                let record = Arc::clone(&letter);
-                async move {
-                    self.dead_letters
-                        .run(move |store| store.add_dead_letter(&record))
-                        .await
-                        .map_err(QueueError::retryable)
-                }
-            },
-            |error| events::dead_letter_failed(&job.message.meta, error),
         )
-        .await;
-        if written.is_some() {
-            events::dead_lettered(&job.message.meta);
-        }
-        written.is_some()
+        .await
     }
 }
