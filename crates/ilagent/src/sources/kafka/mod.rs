@@ -4,7 +4,8 @@
 //! - [`poll`] reads from librdkafka on its own thread and hands messages to the shared
 //!   [`Dispatcher`](crate::pipeline::Dispatcher), pausing partitions when the window is full.
 //! - [`ledger`] tracks each partition's unsettled offsets; only the watermark below the
-//!   first unsettled one is ever stored, and librdkafka's auto commit commits what is stored.
+//!   first unsettled one is ever stored, and the poll thread commits what is stored (auto
+//!   commit is off).
 //! - [`settle`] dead-letters rejected messages before their offset counts as settled: to
 //!   the dead-letter topic ([`dead_letter`]) or, without one, to the SQLite file's
 //!   dead-letter table, whose requeued rows a queue worker of this source delivers.
