@@ -6,15 +6,21 @@
 //!
 //! ```text
 //! source  -> Message { payload, metadata }           message.rs, sources/ (kafka, mqtt, http)
-//! route   -> which kind of topic it came from         mapping::MessageKind
+//! route   -> which kind of topic it came from         sources/route.rs, pipeline/route.rs
 //! map     -> Action: Event | Heartbeat | PolicyUpdate | Skip | Invalid     mapping/
-//! deliver -> Outcome: Delivered | Skipped | Rejected | Interrupted         delivery/, ilert/
-//! settle  -> the source's own acknowledgement         sources/ (commit, PUBACK, 202 after the
-//!            SQLite commit), queue/ (rows deleted, rescheduled or dead-lettered)
+//! order   -> per alert key, parallel across keys      pipeline/dispatcher.rs
+//! deliver -> Outcome: Delivered | Skipped | Coalesced | Rejected | Failed | Interrupted
+//!            (rate budget, then a slot on the wire)   delivery/, ilert/
+//! settle  -> the source's own acknowledgement         sources/ (commit, PUBACK in arrival
+//!            order, 202 after the SQLite commit), queue/ (rows deleted, rescheduled or
+//!            dead-lettered); writes that settle retry until done (pipeline/persist.rs)
 //! ```
 //!
+//! - [`pipeline`] is what every source shares after receiving: route and map, the
+//!   key-ordered dispatcher, and the rule for retrying the writes that settle a message.
 //! - [`mapping`] is pure: bytes and configuration in, an [`action::Action`] out.
-//! - [`delivery`] owns retries, backoff, `Retry-After` and per-key rate limits; it talks
+//! - [`delivery`] owns the one retry policy (backoff, `Retry-After`, `--max_retries`), the
+//!   per-key rate limits and heartbeat coalescing; it talks
 //!   to ilert through [`ilert`], which only makes requests and classifies answers.
 //! - [`queue`] keeps messages in SQLite until ilert has them (MQTT with `--mqtt_buffer`,
 //!   the HTTP proxy) and holds the dead letters; `ilagent queue` inspects and requeues them.
