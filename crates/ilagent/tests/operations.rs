@@ -378,3 +378,51 @@ async fn a_port_in_use_and_contradicting_flags_stop_the_agent_before_it_starts()
     assert!(stderr.contains("--metrics_port"), "{stderr}");
     drop(taken);
 }
+
+#[tokio::test]
+async fn a_normal_start_logs_no_warning_while_the_sources_connect_and_subscribe() {
+    let tansu = Tansu::start().unwrap();
+    let bootstrap = tansu.bootstrap_servers();
+    let stand_in = StandIn::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (topic, group) = (unique("start"), unique("group"));
+    common::create_topic(&bootstrap, &topic, 1).await;
+    let (port_text, db) = (port.to_string(), dir.path().join("start.db3"));
+    let db_text = db.display().to_string();
+    let mut args = common::kafka_args(&bootstrap, &group);
+    args.extend([
+        "-f",
+        db_text.as_str(),
+        "-e",
+        topic.as_str(),
+        "-m",
+        "127.0.0.1",
+        "-n",
+        "normal-start",
+        "-p",
+        port_text.as_str(),
+        "--http_bind",
+        "127.0.0.1",
+    ]);
+    let url = stand_in.url();
+    let agent = common::Agent::start(&args, &[("ILERT_API_URL", url.as_str())]);
+    let (ready, report) = wait_ready_status(port, 200).await;
+    assert!(ready, "{report}\n{}", agent.log());
+    let log = agent.full_log();
+    assert!(
+        log.contains("not ready yet"),
+        "the states on the way are logged: {log}"
+    );
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && !l.contains("librdkafka"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "a normal start warned:\n{}",
+        warnings.join("\n")
+    );
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}

@@ -278,12 +278,29 @@ fn component_of(source: SourceKind) -> &'static str {
     }
 }
 
-/// A component became ready or stopped being ready (see [`super::health`]).
-pub fn component_readiness(name: &'static str, ready: bool, state: &str, error: Option<&str>) {
+/// A component became ready or stopped being ready (see [`super::health`]). Before it
+/// was ever ready its states (connecting, subscribing, joining the group) are what a
+/// normal start goes through: info lines; losing readiness later is a warning.
+pub fn component_readiness(
+    name: &'static str,
+    ready: bool,
+    was_ready: bool,
+    state: &str,
+    error: Option<&str>,
+) {
     metrics::gauge!(COMPONENT_READY, "component" => name).set(if ready { 1.0 } else { 0.0 });
     if ready {
         tracing::info!(component = name, state, "ready");
-    } else if state != "starting" {
+    } else if !was_ready {
+        if state != "starting" {
+            tracing::info!(
+                component = name,
+                state,
+                error = error.unwrap_or("-"),
+                "not ready yet"
+            );
+        }
+    } else {
         tracing::warn!(
             component = name,
             state,

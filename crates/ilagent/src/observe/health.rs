@@ -33,6 +33,9 @@ const QUEUE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Component {
     ready: bool,
+    /// Whether it was ready at some point: before that, not being ready is the expected
+    /// state of a component that is still connecting.
+    was_ready: bool,
     state: String,
     last_error: Option<String>,
     /// When `ready` last changed.
@@ -97,6 +100,7 @@ impl Registry {
             name,
             Component {
                 ready: false,
+                was_ready: false,
                 state: "starting".into(),
                 last_error: None,
                 changed: now,
@@ -104,7 +108,7 @@ impl Registry {
                 stale_after,
             },
         );
-        events::component_readiness(name, false, "starting", None);
+        events::component_readiness(name, false, false, "starting", None);
     }
 
     /// Sets the state; becoming ready clears nothing but the "not ready" verdict (the last
@@ -127,10 +131,12 @@ impl Registry {
             events::component_readiness(
                 name,
                 ready,
+                component.was_ready,
                 &component.state,
                 component.last_error.as_deref(),
             );
         }
+        component.was_ready |= ready;
     }
 
     /// Records the last error of `name` without changing its readiness.
