@@ -35,6 +35,31 @@ impl Secret {
     }
 }
 
+/// `text` (a URL as the user typed it, valid or not) with any password in its user info
+/// masked: `https://user:****@host`. A user info without a password may be a token, so it
+/// is masked whole.
+pub fn mask_url_credentials(text: &str) -> String {
+    let Some(scheme_end) = text.find("://").map(|i| i + 3) else {
+        return text.to_string();
+    };
+    let authority_end = text[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |i| scheme_end + i);
+    let authority = &text[scheme_end..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return text.to_string();
+    };
+    let masked = match authority[..at].split_once(':') {
+        Some((user, _password)) => format!("{user}:****"),
+        None => "****".to_string(),
+    };
+    format!(
+        "{}{masked}{}",
+        &text[..scheme_end],
+        &text[scheme_end + at..]
+    )
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Secret({})", self.prefix())
@@ -62,6 +87,23 @@ impl From<&str> for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_masked_valid_or_not() {
+        assert_eq!(
+            mask_url_credentials("https://user:hunter2@api.ilert.com/x"),
+            "https://user:****@api.ilert.com/x"
+        );
+        assert_eq!(
+            mask_url_credentials("https://tok3n@ho st"),
+            "https://****@ho st"
+        );
+        assert_eq!(
+            mask_url_credentials("https://api.ilert.com/a@b"),
+            "https://api.ilert.com/a@b"
+        );
+        assert_eq!(mask_url_credentials("not a url"), "not a url");
+    }
 
     #[test]
     fn display_and_debug_show_only_a_short_prefix() {

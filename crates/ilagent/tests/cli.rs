@@ -753,3 +753,19 @@ async fn the_version_continues_the_ilagent_line_above_0_9() {
     let version = stdout(&output);
     assert!(version.starts_with("ilagent 1."), "{version}");
 }
+
+#[tokio::test]
+async fn a_password_inside_an_invalid_ilert_url_is_not_printed() {
+    for url in [
+        "https://user:hunter2-secret@ho st",
+        "ftp://user:hunter2-secret@host",
+        "https://user:hunter2-secret@",
+    ] {
+        let output = ilagent(None, &["event", "-k", "k", "-s", "x", "--ilert_url", url]).await;
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        assert!(text.contains("--ilert_url"), "{text}");
+        assert!(!text.contains("hunter2"), "the password was printed: {text}");
+        assert!(text.contains("user:****@"), "{text}");
+    }
+}

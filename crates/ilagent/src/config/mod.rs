@@ -394,14 +394,16 @@ fn field(flag: &str, path: &str) -> Result<FieldPath, UsageError> {
 }
 
 fn base_url(flag: &str, text: &str) -> Result<Url, UsageError> {
+    // Errors show the URL as given, but never a password in it.
+    let shown = crate::secret::mask_url_credentials(text);
     let url = Url::parse(text.trim()).map_err(|e| {
         UsageError::new(format!(
-            "{flag}: `{text}` is not a URL ({e}): write it like https://api.ilert.com"
+            "{flag}: `{shown}` is not a URL ({e}): write it like https://api.ilert.com"
         ))
     })?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(UsageError::new(format!(
-            "{flag}: `{text}` must be an http:// or https:// URL with a host, like https://api.ilert.com"
+            "{flag}: `{shown}` must be an http:// or https:// URL with a host, like https://api.ilert.com"
         )));
     }
     Ok(url)
