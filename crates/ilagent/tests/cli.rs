@@ -765,7 +765,10 @@ async fn a_password_inside_an_invalid_ilert_url_is_not_printed() {
         let text = stderr(&output);
         assert_eq!(output.status.code(), Some(2), "{text}");
         assert!(text.contains("--ilert_url"), "{text}");
-        assert!(!text.contains("hunter2"), "the password was printed: {text}");
+        assert!(
+            !text.contains("hunter2"),
+            "the password was printed: {text}"
+        );
         assert!(text.contains("user:****@"), "{text}");
     }
 }

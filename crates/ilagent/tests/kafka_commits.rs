@@ -517,3 +517,41 @@ async fn an_aborted_shutdown_with_a_request_on_the_wire_ends_within_the_shutdown
         "the undelivered message was committed; log:\n{log}"
     );
 }
+
+#[tokio::test]
+async fn a_tombstone_goes_to_the_dead_letter_topic_as_a_tombstone_with_its_key() {
+    use rdkafka::producer::FutureRecord;
+    let tansu = Tansu::start().unwrap();
+    let bootstrap = tansu.bootstrap_servers();
+    let stand_in = StandIn::start().await.unwrap();
+    let (topic, dlq, group) = (unique("tombstones"), unique("dlq"), unique("group"));
+    create_topic(&bootstrap, &topic, 1).await;
+    create_topic(&bootstrap, &dlq, 1).await;
+    let producer = producer(&bootstrap);
+    // A record with a key and no value at all (compaction's delete marker).
+    producer
+        .send(
+            FutureRecord::<str, [u8]>::to(&topic).key("machine-7"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let mut args = kafka_args(&bootstrap, &group);
+    args.extend(["-e", &topic, "--kafka_dlq_topic", &dlq]);
+    let agent = start_agent(&stand_in, &args);
+
+    let records = common::read_topic(&bootstrap, &dlq, 1, WAIT);
+    assert_eq!(records.len(), 1, "log:\n{}", agent.log());
+    let letter = &records[0];
+    assert!(
+        letter.tombstone,
+        "the value stays absent, not empty: {letter:?}"
+    );
+    assert_eq!(letter.key.as_deref(), Some(&b"machine-7"[..]));
+    assert_eq!(letter.header("ilagent.reject.kind"), Some("invalid"));
+    assert!(
+        eventually(WAIT, || committed(&bootstrap, &group, &topic, 1) == [1]).await,
+        "committed once dead-lettered"
+    );
+    agent.kill().await;
+}

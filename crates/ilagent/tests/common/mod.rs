@@ -217,6 +217,8 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
 pub struct Record {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
+    /// A tombstone: the record has no value at all (not an empty one).
+    pub tombstone: bool,
     pub headers: Vec<(String, String)>,
 }
 
@@ -260,6 +262,7 @@ pub fn read_topic(bootstrap: &str, topic: &str, count: usize, timeout: Duration)
             records.push(Record {
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().unwrap_or_default().to_vec(),
+                tombstone: m.payload().is_none(),
                 headers,
             });
         }

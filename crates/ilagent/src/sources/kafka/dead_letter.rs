@@ -84,9 +84,12 @@ impl DeadLetter {
         let written = until_written(
             abort,
             || {
-                let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
-                    .payload(&job.message.payload)
-                    .headers(record_headers.clone());
+                let mut record =
+                    FutureRecord::<[u8], [u8]>::to(&self.topic).headers(record_headers.clone());
+                // A tombstone stays a tombstone: no value, not an empty one.
+                if !job.ticket.tombstone {
+                    record = record.payload(&job.message.payload);
+                }
                 if let Some(key) = &job.ticket.key {
                     record = record.key(key.as_slice());
                 }

@@ -54,6 +54,8 @@ pub struct KafkaTicket {
     pub key: Option<Vec<u8>>,
     /// Cancelled when the partition's assignment ends (see [`ledger`]).
     pub revoked: Option<tokio_util::sync::CancellationToken>,
+    /// The record has no value (a tombstone); its dead-letter copy has none either.
+    pub tombstone: bool,
 }
 
 /// Everything the Kafka source runs from.

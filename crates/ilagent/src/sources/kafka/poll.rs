@@ -276,6 +276,7 @@ fn convert(record: &BorrowedMessage<'_>, ledgers: &Ledgers) -> (KafkaTicket, Mes
         offset: record.offset(),
         key: record.key().map(<[u8]>::to_vec),
         revoked: None,
+        tombstone: record.payload().is_none(),
     };
     let message = Message {
         payload: record.payload().map(<[u8]>::to_vec).unwrap_or_default(),
