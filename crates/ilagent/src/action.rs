@@ -93,12 +93,4 @@ impl Outcome {
     pub fn is_settled(&self) -> bool {
         !matches!(self, Outcome::Interrupted { .. } | Outcome::Failed { .. })
     }
-
-    /// Done with and nothing to set aside: delivered, skipped or coalesced.
-    pub fn is_done(&self) -> bool {
-        matches!(
-            self,
-            Outcome::Delivered { .. } | Outcome::Skipped { .. } | Outcome::Coalesced { .. }
-        )
-    }
 }

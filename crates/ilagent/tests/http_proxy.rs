@@ -227,11 +227,18 @@ async fn invalid_bodies_wrong_content_types_oversize_bodies_and_missing_tokens_a
         .unwrap();
     assert_eq!(heartbeat.status(), 401, "the token guards all of /api");
 
-    let cases: [(&str, &str, u16, Option<&str>); 7] = [
+    let cases: [(&str, &str, u16, Option<&str>); 8] = [
         ("not json", json, 400, None),
         ("[1, 2]", json, 400, None),
         (
             r#"{"integrationKey": "il1api-x", "summary": "s"}"#,
+            json,
+            400,
+            Some("eventType"),
+        ),
+        (
+            // `field` names the field, not the value that was wrong.
+            r#"{"integrationKey": "il1api-x", "eventType": "CLOSE", "summary": "s"}"#,
             json,
             400,
             Some("eventType"),

@@ -154,6 +154,36 @@ impl KafkaBacklog {
     }
 }
 
+/// Produces warm-up events to `topic` until one reaches the stand-in (the consumer group
+/// has joined, every partition is assigned); fails with the agent's log tail if it exits.
+pub async fn warm_up_through(
+    agent: &mut AgentRun,
+    stand_in: &ilert_standin::StandIn,
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    scenario: &str,
+) -> Result<()> {
+    let warmed = crate::collect::warm_up(
+        stand_in,
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(90),
+        || agent.alive(),
+        |n| {
+            let records = vec![(Some("warmup".to_string()), crate::event::warmup_event(n))];
+            async move {
+                crate::kafka::produce_all(producer, topic, records, 1).await?;
+                Ok(())
+            }
+        },
+    )
+    .await;
+    if let Err(error) = warmed {
+        agent.ensure_alive()?;
+        return Err(error.context(format!("{scenario}: the agent never became ready")));
+    }
+    Ok(())
+}
+
 /// The agent's flags for consuming `topic` from `bootstrap` as group `bench`, with the
 /// session settings that make tansu's group join take seconds instead of ~20 s.
 pub fn kafka_args<'a>(bootstrap: &'a str, topic: &'a str, reset: &'a str) -> Vec<&'a str> {

@@ -42,7 +42,6 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::AgentRun;
 use super::kafka::kafka_args;
-use crate::collect::warm_up;
 use crate::event::{Stream, bench_details, warmup_event};
 use crate::kafka::check;
 use crate::reference::{Arrivals, ReferenceConsumer};
@@ -103,25 +102,7 @@ impl LatencySteady {
             "0",
         ]);
         let mut agent = AgentRun::start(agent_binary, &stand_in, &args)?;
-        let warmed = warm_up(
-            &stand_in,
-            Duration::from_millis(500),
-            Duration::from_secs(90),
-            || agent.alive(),
-            |n| {
-                let records = vec![(Some("warmup".to_string()), warmup_event(n))];
-                let (producer, topic) = (&producer, topic.as_str());
-                async move {
-                    crate::kafka::produce_all(producer, topic, records, 1).await?;
-                    Ok(())
-                }
-            },
-        )
-        .await;
-        if let Err(error) = warmed {
-            agent.ensure_alive()?;
-            return Err(error.context(format!("{}: the agent never became ready", self.name)));
-        }
+        super::kafka::warm_up_through(&mut agent, &stand_in, &producer, &topic, self.name).await?;
         // One warm-up on a partition the bare consumer reads: it is reading once it sees it.
         let payload = warmup_event(usize::MAX);
         let record = FutureRecord::<str, [u8]>::to(&topic)

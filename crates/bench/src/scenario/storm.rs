@@ -31,8 +31,7 @@ use tokio::time::Instant;
 
 use super::AgentRun;
 use super::kafka::kafka_args;
-use crate::collect::warm_up;
-use crate::event::{bench_details, now_ms, warmup_event};
+use crate::event::{bench_details, now_ms};
 use crate::kafka::check;
 use crate::report::{Row, percentile};
 
@@ -146,25 +145,7 @@ pub async fn run(agent_binary: &std::path::Path) -> Result<Row> {
     let mut args = kafka_args(&bootstrap, &topic, "earliest");
     args.extend(["--kafka_property", "fetch.wait.max.ms=5"]);
     let mut agent = AgentRun::start(agent_binary, &stand_in, &args)?;
-    let warmed = warm_up(
-        &stand_in,
-        Duration::from_millis(500),
-        Duration::from_secs(90),
-        || agent.alive(),
-        |n| {
-            let records = vec![(Some("warmup".to_string()), warmup_event(n))];
-            let (producer, topic) = (&producer, topic.as_str());
-            async move {
-                crate::kafka::produce_all(producer, topic, records, 1).await?;
-                Ok(())
-            }
-        },
-    )
-    .await;
-    if let Err(error) = warmed {
-        agent.ensure_alive()?;
-        return Err(error.context("storm: the agent never became ready"));
-    }
+    super::kafka::warm_up_through(&mut agent, &stand_in, &producer, &topic, NAME).await?;
     let plan = plan();
     eprintln!(
         "{NAME}: agent ready; {HOT_EVENTS} events for one integration key at \

@@ -110,8 +110,6 @@ pub fn settled(meta: &Metadata, outcome: &Outcome, disposition: Disposition) {
 pub enum Disposition {
     /// Written to the dead-letter destination, then settled.
     DeadLettered,
-    /// No dead-letter destination: settled (committed or acknowledged) without a copy.
-    Dropped,
     /// Not rejected: nothing special.
     Normal,
 }
@@ -120,9 +118,6 @@ impl Disposition {
     fn describe(self) -> &'static str {
         match self {
             Disposition::DeadLettered => "written to the dead-letter destination and settled",
-            Disposition::Dropped => {
-                "no dead-letter destination is configured, so it is settled (committed) without a copy"
-            }
             Disposition::Normal => "settled",
         }
     }
