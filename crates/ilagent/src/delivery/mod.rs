@@ -92,6 +92,24 @@ struct Shared {
     pings: heartbeats::PingsInFlight,
 }
 
+/// How often the rate-limit state of idle keys is dropped.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(15);
+
+/// Prunes idle keys every [`PRUNE_EVERY`] until the last deliverer is gone.
+async fn prune_idle_keys(shared: std::sync::Weak<Shared>) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.limiter.prune_idle(Instant::now());
+        crate::observe::events::tracked_keys("rate_limit", shared.limiter.tracked_keys());
+    }
+}
+
 /// How long user and policy lookups are reused unless configured otherwise.
 pub const DEFAULT_POLICY_CACHE_TTL: Duration = Duration::from_secs(60);
 
@@ -114,18 +132,35 @@ impl Deliverer {
         policy: RetryPolicy,
         api_key: Option<Secret>,
     ) -> Self {
+        let shared = Arc::new(Shared {
+            client,
+            limiter: RateLimiter::new(budgets),
+            api_key,
+            lookups: policy_update::LookupCache::new(DEFAULT_POLICY_CACHE_TTL),
+            pings: heartbeats::PingsInFlight::default(),
+        });
+        // Inside a runtime (the daemon), idle keys are pruned on a timer for as long as a
+        // clone lives; the one-shot commands live too briefly to need it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(prune_idle_keys(Arc::downgrade(&shared)));
+        }
         Deliverer {
-            shared: Arc::new(Shared {
-                client,
-                limiter: RateLimiter::new(budgets),
-                api_key,
-                lookups: policy_update::LookupCache::new(DEFAULT_POLICY_CACHE_TTL),
-                pings: heartbeats::PingsInFlight::default(),
-            }),
+            shared,
             policy,
             event_path: EventPath::Generic,
             single_attempt: false,
         }
+    }
+
+    /// Forgets the rate-limit state of keys with nothing left in their window at `now`
+    /// (what the timer does every [`PRUNE_EVERY`]).
+    pub fn prune_idle(&self, now: Instant) {
+        self.shared.limiter.prune_idle(now);
+    }
+
+    /// Keys whose rate-limit state is kept: some request of theirs is inside its window.
+    pub fn tracked_keys(&self) -> usize {
+        self.shared.limiter.tracked_keys()
     }
 
     /// The same deliverer posting events to `path` (sources of a given alert-source type).

@@ -17,7 +17,9 @@
 //! ([`RateLimiter::finished`]), since ilert counts it when it arrives, which is at the
 //! latest then.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -97,30 +99,50 @@ impl Budgets {
     }
 }
 
-/// How many reservations pass between sweeps of idle keys.
+/// Most keys whose windows are remembered. Beyond it, the keys used least recently are
+/// forgotten first (a forgotten key may meet a 429 from ilert, which is honoured): a
+/// producer inventing a fresh key per message costs bounded memory, not memory per key.
+pub const MAX_TRACKED_KEYS: usize = 20_000;
+
+/// How many requests pass between sweeps of idle keys (besides the timer's).
 const SWEEP_EVERY: u64 = 4096;
+
+/// Per key, in nanoseconds since the limiter's epoch, oldest first: the slots booked for its
+/// most recent requests, and when those really went out or their answers arrived (at most
+/// `limit` of each). Eight bytes a time, and only the key's hash: memory per key stays
+/// small, and no integration key is kept in full.
+#[derive(Debug, Default)]
+struct KeyLog {
+    booked: VecDeque<u64>,
+    sent: VecDeque<u64>,
+}
+
+impl KeyLog {
+    fn latest(&self) -> u64 {
+        let booked = self.booked.back().copied().unwrap_or(0);
+        let sent = self.sent.back().copied().unwrap_or(0);
+        booked.max(sent)
+    }
+}
 
 /// Per-key sliding-window rate limiter. Shared by every delivery task.
 #[derive(Debug)]
 pub struct RateLimiter {
     budgets: Budgets,
-    /// Per key: the slots of its most recent requests (at most `limit`), oldest first.
-    slots: Mutex<HashMap<(KeyClass, String), VecDeque<Instant>>>,
-    /// Per key: when its most recent requests really went out, or their answers arrived
-    /// (at most `limit`), oldest first.
-    sent: Mutex<HashMap<(KeyClass, String), VecDeque<Instant>>>,
-    reservations: AtomicU64,
-    sends: AtomicU64,
+    epoch: Instant,
+    hasher: RandomState,
+    logs: Mutex<HashMap<(KeyClass, u64), KeyLog>>,
+    requests: AtomicU64,
 }
 
 impl RateLimiter {
     pub fn new(budgets: Budgets) -> Self {
         RateLimiter {
             budgets,
-            slots: Mutex::new(HashMap::new()),
-            sent: Mutex::new(HashMap::new()),
-            reservations: AtomicU64::new(0),
-            sends: AtomicU64::new(0),
+            epoch: Instant::now(),
+            hasher: RandomState::new(),
+            logs: Mutex::new(HashMap::new()),
+            requests: AtomicU64::new(0),
         }
     }
 
@@ -146,12 +168,11 @@ impl RateLimiter {
         if budget.limit == 0 {
             return true;
         }
-        let window = budget.guarded_window();
-        let now = Instant::now();
-        let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        sent.get(&(class, key.to_string())).is_none_or(|log| {
-            log.len() < budget.limit as usize
-                || log.front().is_none_or(|oldest| *oldest + window <= now)
+        let (window, now) = (nanos(budget.guarded_window()), self.nanos(Instant::now()));
+        let logs = self.lock();
+        logs.get(&self.id(class, key)).is_none_or(|log| {
+            log.sent.len() < budget.limit as usize
+                || log.sent.front().is_none_or(|oldest| oldest + window <= now)
         })
     }
 
@@ -162,21 +183,19 @@ impl RateLimiter {
         if budget.limit == 0 {
             return Ok(());
         }
-        let (window, limit) = (budget.guarded_window(), budget.limit as usize);
-        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        if self.sends.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            sent.retain(|_, log| log.back().is_some_and(|last| *last + window > now));
-        }
-        let log = sent.entry((class, key.to_string())).or_default();
-        if log.len() >= limit
-            && let Some(oldest) = log.front()
-            && *oldest + window > now
+        let (window, limit) = (nanos(budget.guarded_window()), budget.limit as usize);
+        let at = self.nanos(now);
+        let mut logs = self.lock();
+        let log = self.log_of(&mut logs, class, key, at);
+        if log.sent.len() >= limit
+            && let Some(oldest) = log.sent.front()
+            && oldest + window > at
         {
-            return Err(*oldest + window);
+            return Err(self.instant(oldest + window));
         }
-        log.push_back(now);
-        while log.len() > limit {
-            log.pop_front();
+        log.sent.push_back(at);
+        while log.sent.len() > limit {
+            log.sent.pop_front();
         }
         Ok(())
     }
@@ -187,15 +206,36 @@ impl RateLimiter {
         if finished <= started || self.budgets.of(class).limit == 0 {
             return;
         }
-        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(log) = sent.get_mut(&(class, key.to_string())) else {
+        let (started, finished) = (self.nanos(started), self.nanos(finished));
+        let mut logs = self.lock();
+        let Some(log) = logs.get_mut(&self.id(class, key)) else {
             return;
         };
-        if let Some(at) = log.iter().position(|t| *t == started) {
-            log.remove(at);
-            let place = log.iter().position(|t| *t > finished).unwrap_or(log.len());
-            log.insert(place, finished);
+        if let Some(at) = log.sent.iter().position(|t| *t == started) {
+            log.sent.remove(at);
+            let place = log
+                .sent
+                .iter()
+                .position(|t| *t > finished)
+                .unwrap_or(log.sent.len());
+            log.sent.insert(place, finished);
         }
+    }
+
+    /// Drops the logs of keys with nothing left in their window at `now`: a key that sent
+    /// nothing for a window has the same budget with or without its log. Runs on a timer
+    /// ([`crate::delivery::Deliverer`]) and every [`SWEEP_EVERY`] requests, so neither a
+    /// quiet agent nor a storm of fresh keys keeps the state of keys gone idle.
+    pub fn prune_idle(&self, now: Instant) {
+        let now = self.nanos(now);
+        let mut logs = self.lock();
+        self.drop_idle(&mut logs, now);
+        logs.shrink_to_fit();
+    }
+
+    /// Keys with state: some request of theirs is still inside its window.
+    pub fn tracked_keys(&self) -> usize {
+        self.lock().len()
     }
 
     /// Books the next free slot for `key` at or after `now`.
@@ -204,28 +244,87 @@ impl RateLimiter {
         if budget.limit == 0 {
             return now;
         }
-        let window = budget.guarded_window();
-        let limit = budget.limit as usize;
-        // A poisoned lock only means another task panicked mid-update; the slots are
-        // still a valid (if conservative) schedule.
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if self.reservations.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            slots.retain(|_, log| log.back().is_some_and(|last| *last + window > now));
-        }
-        let log = slots.entry((class, key.to_string())).or_default();
-        let slot = if log.len() < limit {
-            now
+        let (window, limit) = (nanos(budget.guarded_window()), budget.limit as usize);
+        let at = self.nanos(now);
+        let mut logs = self.lock();
+        let log = self.log_of(&mut logs, class, key, at);
+        let slot = if log.booked.len() < limit {
+            at
         } else {
             // The request `limit` places back must have left the window.
-            log.front()
-                .map_or(now, |oldest| (*oldest + window).max(now))
+            log.booked
+                .front()
+                .map_or(at, |oldest| (oldest + window).max(at))
         };
-        log.push_back(slot);
-        while log.len() > limit {
-            log.pop_front();
+        log.booked.push_back(slot);
+        while log.booked.len() > limit {
+            log.booked.pop_front();
         }
-        slot
+        if slot == at { now } else { self.instant(slot) }
     }
+
+    /// `key`'s log, made room for: every [`SWEEP_EVERY`] requests, and whenever a new key
+    /// would pass [`MAX_TRACKED_KEYS`], idle keys are dropped; if that is not enough, the
+    /// tenth of the keys used least recently goes too.
+    fn log_of<'m>(
+        &self,
+        logs: &'m mut HashMap<(KeyClass, u64), KeyLog>,
+        class: KeyClass,
+        key: &str,
+        now: u64,
+    ) -> &'m mut KeyLog {
+        let id = self.id(class, key);
+        let sweep = self.requests.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1;
+        if sweep || (logs.len() >= MAX_TRACKED_KEYS && !logs.contains_key(&id)) {
+            self.drop_idle(logs, now);
+        }
+        if logs.len() >= MAX_TRACKED_KEYS && !logs.contains_key(&id) {
+            forget_least_recent(logs, MAX_TRACKED_KEYS / 10);
+        }
+        logs.entry(id).or_default()
+    }
+
+    fn drop_idle(&self, logs: &mut HashMap<(KeyClass, u64), KeyLog>, now: u64) {
+        logs.retain(|(class, _), log| {
+            log.latest() + nanos(self.budgets.of(*class).guarded_window()) > now
+        });
+    }
+
+    /// The map key: the class and a keyed hash of the key (a collision, about one in 2^64
+    /// per pair, would only make two keys share a budget).
+    fn id(&self, class: KeyClass, key: &str) -> (KeyClass, u64) {
+        (class, self.hasher.hash_one(key))
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        nanos(at.saturating_duration_since(self.epoch))
+    }
+
+    fn instant(&self, nanos: u64) -> Instant {
+        self.epoch + Duration::from_nanos(nanos)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(KeyClass, u64), KeyLog>> {
+        // A poisoned lock only means another task panicked mid-update; the logs are still
+        // a valid (if conservative) schedule.
+        self.logs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Drops the `count` keys whose latest request is oldest.
+fn forget_least_recent(logs: &mut HashMap<(KeyClass, u64), KeyLog>, count: usize) {
+    let mut latest: Vec<u64> = logs.values().map(KeyLog::latest).collect();
+    let count = count.clamp(1, latest.len().max(1));
+    if latest.is_empty() {
+        return;
+    }
+    let (_, cutoff, _) = latest.select_nth_unstable(count - 1);
+    let cutoff = *cutoff;
+    logs.retain(|_, log| log.latest() > cutoff);
 }
 
 #[cfg(test)]
@@ -367,6 +466,44 @@ mod tests {
             l.try_send(KeyClass::Integration, "k", now + Duration::from_secs(52)),
             Err(now + Duration::from_secs(56)),
             "51 s window counted from the answer at 5 s"
+        );
+    }
+
+    #[test]
+    fn keys_idle_for_a_window_are_forgotten() {
+        let l = limiter(50, 60);
+        let now = Instant::now();
+        for n in 0..1000 {
+            l.reserve(KeyClass::Integration, &format!("k{n}"), now);
+            assert_eq!(
+                l.try_send(KeyClass::Integration, &format!("k{n}"), now),
+                Ok(())
+            );
+        }
+        l.prune_idle(now + Duration::from_secs(30));
+        assert_eq!(l.tracked_keys(), 1000, "inside the window they still count");
+        l.prune_idle(now + Duration::from_secs(62));
+        assert_eq!(l.tracked_keys(), 0);
+    }
+
+    #[test]
+    fn fresh_keys_beyond_the_cap_forget_the_least_recently_used() {
+        let l = limiter(1, 60);
+        let start = Instant::now();
+        let at = |n: usize| start + Duration::from_micros(n as u64);
+        for n in 0..MAX_TRACKED_KEYS + 5_000 {
+            l.reserve(KeyClass::Integration, &format!("k{n}"), at(n));
+        }
+        assert!(l.tracked_keys() <= MAX_TRACKED_KEYS);
+        let last = MAX_TRACKED_KEYS + 4_999;
+        assert!(
+            l.reserve(KeyClass::Integration, &format!("k{last}"), at(last)) > at(last),
+            "the most recent key keeps its budget"
+        );
+        assert_eq!(
+            l.reserve(KeyClass::Integration, "k0", at(last)),
+            at(last),
+            "the oldest key was forgotten"
         );
     }
 }

@@ -95,6 +95,10 @@ struct Queued<T> {
     slot: Slot,
 }
 
+/// The messages queued behind a key's running task. Boxed, so that a queue's spare
+/// capacity costs a pointer per place, not a message.
+type KeyQueue<T> = VecDeque<Box<Queued<T>>>;
+
 struct Inner<S: Settle> {
     deliverer: Deliverer,
     settler: S,
@@ -108,7 +112,7 @@ struct Inner<S: Settle> {
     /// Keys with a running task, and the messages queued behind it. A key is present
     /// exactly while its task runs; the task removes it under the lock when it finds its
     /// queue empty, so a submit either queues behind a running task or starts a new one.
-    keys: Mutex<HashMap<OrderKey, VecDeque<Queued<S::Ticket>>>>,
+    keys: Mutex<HashMap<OrderKey, KeyQueue<S::Ticket>>>,
     /// Cancelled when in-flight work must stop waiting (the drain deadline has passed).
     abort: CancellationToken,
     /// Cancelled by [`Dispatcher::stop_waiting`] when shutdown begins: deliveries that
@@ -241,6 +245,12 @@ impl<S: Settle> Dispatcher<S> {
         self.inner.capacity - self.inner.window.available_permits()
     }
 
+    /// Keys with a running task (messages submitted and not yet settled). A key leaves
+    /// the moment its last message is settled: idle keys hold nothing.
+    pub fn active_keys(&self) -> usize {
+        lock(&self.inner.keys).len()
+    }
+
     /// Queues `job` behind its key, or starts a task for the key.
     pub fn submit(&self, slot: Slot, job: Job<S::Ticket>) {
         let sequence = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
@@ -254,7 +264,7 @@ impl<S: Settle> Dispatcher<S> {
                     self.coalesce(queued);
                     return;
                 }
-                queue.push_back(queued);
+                queue.push_back(Box::new(queued));
                 return;
             }
             keys.insert(key.clone(), VecDeque::new());
@@ -323,7 +333,10 @@ async fn run_key<S: Settle>(inner: Arc<Inner<S>>, key: OrderKey, first: Queued<S
         inner.settler.settle(job, outcome).await;
         drop(slot);
         let mut keys = lock(&inner.keys);
-        next = keys.get_mut(&key).and_then(VecDeque::pop_front);
+        next = keys
+            .get_mut(&key)
+            .and_then(VecDeque::pop_front)
+            .map(|queued| *queued);
         if next.is_none() {
             keys.remove(&key);
         }
