@@ -1,9 +1,10 @@
 //! The MQTT source without the buffer, against real Mosquitto brokers and the ilert
 //! stand-in, with the agent as a separate process: mapping from wildcard topics, QoS 1
 //! at least once through API failures and a SIGKILL, dead letters, large payloads and
-//! shared subscriptions.
+//! shared subscriptions, and metrics labelled by the subscription, never the concrete topic.
 
 mod common;
+mod http_support;
 mod mqtt_support;
 
 use std::collections::HashSet;
@@ -394,4 +395,60 @@ async fn two_agents_in_a_shared_group_each_deliver_part_and_together_all() {
     );
     agent_one.kill().await;
     agent_two.kill().await;
+}
+
+#[tokio::test]
+async fn messages_under_a_wildcard_are_counted_under_the_filter_not_under_each_topic() {
+    const MACHINES: usize = 30;
+    let stand_in = StandIn::start().await.unwrap();
+    let db = tempfile::tempdir().unwrap();
+    let prefix = unique("it-labels");
+    let filter = format!("{prefix}/+/alarms");
+    let metrics_port = testkit::free_port();
+    let mut args = agent_args(SYSTEM_BROKER, &unique("agent"), &db.path().join("q.db3"));
+    args.extend([
+        "-e".to_string(),
+        filter.clone(),
+        "--metrics_port".to_string(),
+        metrics_port.to_string(),
+    ]);
+    let agent = start_agent(&stand_in, &args, &[]);
+    wait_subscribed(&agent).await;
+
+    // One producer per machine, each on its own concrete topic.
+    let messages: Vec<(String, Vec<u8>)> = (0..MACHINES)
+        .map(|machine| {
+            (
+                format!("{prefix}/machine-{machine}/alarms"),
+                keyed_event("il1api-labels", machine, 0),
+            )
+        })
+        .collect();
+    publish(SYSTEM_BROKER, &messages).await;
+    let requests = stand_in.wait_for_requests(MACHINES, WAIT).await;
+    assert_eq!(requests.len(), MACHINES, "agent log:\n{}", agent.log());
+
+    let samples = http_support::scrape(metrics_port).await;
+    let received: Vec<&http_support::Sample> = samples
+        .iter()
+        .filter(|s| s.name == "ilagent_messages_received_total")
+        .collect();
+    assert_eq!(
+        http_support::value(
+            &samples,
+            "ilagent_messages_received_total",
+            &[("source", "mqtt"), ("topic", filter.as_str())]
+        ),
+        MACHINES as f64,
+        "{received:?}"
+    );
+    assert!(
+        samples.iter().all(|s| s
+            .labels
+            .iter()
+            .all(|(_, value)| !value.contains("machine-"))),
+        "no concrete topic is a label value: {received:?}"
+    );
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
 }

@@ -35,10 +35,18 @@ pub const COMPONENT_READY: &str = "ilagent_component_ready";
 pub const HTTP_REQUESTS: &str = "ilagent_http_requests_total";
 pub const AGENT_HEARTBEATS: &str = "ilagent_agent_heartbeats_total";
 pub const HEARTBEATS_COALESCED: &str = "ilagent_heartbeats_coalesced_total";
+pub const TRACKED_KEYS: &str = "ilagent_tracked_keys";
 
-/// A message arrived from a source.
-pub fn received(meta: &Metadata) {
-    metrics::counter!(MESSAGES_RECEIVED, "source" => meta.source.as_str(), "topic" => meta.topic.clone())
+/// How many keys the agent keeps state for (`rate_limit`: keys with a request inside
+/// their budget's window). Bounded by traffic within one window, never by all traffic.
+pub fn tracked_keys(kind: &'static str, keys: usize) {
+    metrics::gauge!(TRACKED_KEYS, "kind" => kind).set(keys as f64);
+}
+
+/// A message arrived from a source; `topic` is the configured topic or filter it came in
+/// by ([`crate::pipeline::MessageRouter::topic_label`]), so the label stays bounded.
+pub fn received(meta: &Metadata, topic: String) {
+    metrics::counter!(MESSAGES_RECEIVED, "source" => meta.source.as_str(), "topic" => topic)
         .increment(1);
 }
 

@@ -5,6 +5,8 @@
 //! metrics and the proxy share one port. Without a recorder (the one-shot commands) every
 //! `metrics::` call is a no-op.
 
+use std::time::Duration;
+
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::events;
@@ -27,6 +29,23 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
             builder.set_buckets_for_metric(Matcher::Full(name.to_string()), LATENCY_BUCKETS)?;
     }
     builder.install_recorder()
+}
+
+/// How often the exporter's upkeep runs without a scrape. Histogram samples are kept raw
+/// until an upkeep folds them into the buckets, so an agent nobody scrapes would otherwise
+/// grow with every message.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs the upkeep on a timer for the life of the runtime, whether or not anyone scrapes.
+pub fn spawn_upkeep(handle: PrometheusHandle) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    });
 }
 
 /// The page: upkeep first (it trims histogram storage), then the text.

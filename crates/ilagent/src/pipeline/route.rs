@@ -12,6 +12,9 @@ use crate::mapping::{self, MappingConfig, MessageKind};
 use crate::message::Message;
 use crate::sources::route::Routes;
 
+/// The metrics label of a message whose topic no rule routes.
+const UNROUTED: &str = "(no route)";
+
 /// Where the kind of a message comes from.
 #[derive(Clone, Debug)]
 enum Kinds {
@@ -42,6 +45,19 @@ impl MessageRouter {
         MessageRouter {
             kinds: Kinds::Fixed(kind),
             mapping,
+        }
+    }
+
+    /// The `topic` label of the message's metrics: the configured topic or filter that
+    /// routes it (never the concrete topic a wildcard matched, so the label set stays as
+    /// small as the configuration); for a fixed kind, the topic itself (the proxy's path).
+    pub fn topic_label(&self, message: &Message) -> String {
+        match &self.kinds {
+            Kinds::Fixed(_) => message.meta.topic.clone(),
+            Kinds::ByTopic(routes) => routes
+                .filter_of(&message.meta.topic)
+                .unwrap_or(UNROUTED)
+                .to_string(),
         }
     }
 

@@ -73,11 +73,16 @@ enum Command {
 /// Most rows one commit takes; bounds how long other work waits behind a burst.
 const MAX_ROWS_PER_COMMIT: usize = 2_000;
 
+/// Commands waiting for the queue thread. A full channel makes the callers wait (every
+/// caller awaits its answer anyway), so a burst cannot pile up work, and payloads, in
+/// memory faster than the disk takes it.
+const COMMAND_CAPACITY: usize = 1_024;
+
 /// A handle to the queue thread. Cheap to clone; the thread ends when the last handle
 /// is dropped, after finishing the work already sent.
 #[derive(Clone)]
 pub struct Queue {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     path: Arc<str>,
 }
 
@@ -87,7 +92,7 @@ impl Queue {
     pub fn open(path: &Path) -> Result<Queue, QueueError> {
         let lock = lock_for_this_daemon(path)?;
         let store = Store::open(path)?;
-        let (commands, receiver) = mpsc::unbounded_channel();
+        let (commands, receiver) = mpsc::channel(COMMAND_CAPACITY);
         std::thread::Builder::new()
             .name("sqlite-queue".into())
             .spawn(move || {
@@ -112,6 +117,7 @@ impl Queue {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Insert(rows, reply))
+            .await
             .map_err(|_| QueueError::Closed)?;
         answer.await.map_err(|_| QueueError::Closed)?
     }
@@ -128,6 +134,7 @@ impl Queue {
         });
         self.commands
             .send(Command::Run(job))
+            .await
             .map_err(|_| QueueError::Closed)?;
         answer.await.map_err(|_| QueueError::Closed)?
     }
@@ -157,7 +164,7 @@ fn lock_for_this_daemon(path: &Path) -> Result<std::fs::File, QueueError> {
 }
 
 /// The queue thread: one command at a time, consecutive inserts in one transaction.
-fn serve(mut store: Store, mut commands: mpsc::UnboundedReceiver<Command>) {
+fn serve(mut store: Store, mut commands: mpsc::Receiver<Command>) {
     let mut next = commands.blocking_recv();
     while let Some(command) = next.take() {
         match command {

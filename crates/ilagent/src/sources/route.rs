@@ -74,6 +74,16 @@ impl Routes {
 
     /// The kind of the rule that wins for `topic` (see the module docs).
     pub fn kind_of(&self, topic: &str) -> Option<MessageKind> {
+        self.rule_for(topic).map(|(_, kind)| kind)
+    }
+
+    /// The topic or filter of the rule that wins for `topic`, as configured: a label of
+    /// bounded cardinality for metrics, whatever concrete topics a wildcard brings.
+    pub fn filter_of(&self, topic: &str) -> Option<&str> {
+        self.rule_for(topic).map(|(pattern, _)| pattern)
+    }
+
+    fn rule_for(&self, topic: &str) -> Option<(&str, MessageKind)> {
         self.rules
             .iter()
             .enumerate()
@@ -91,7 +101,7 @@ impl Routes {
                     *index,
                 )
             })
-            .map(|(_, (_, kind))| *kind)
+            .map(|(_, (pattern, kind))| (pattern.as_str(), *kind))
     }
 }
 

@@ -74,7 +74,10 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
     };
     let metrics = if proxy_listener.is_some() || metrics_listener.is_some() {
         match prometheus::install() {
-            Ok(handle) => Some(handle),
+            Ok(handle) => {
+                prometheus::spawn_upkeep(handle.clone());
+                Some(handle)
+            }
             Err(error) => {
                 tracing::warn!(%error, "cannot install the metrics recorder: /metrics is off");
                 None

@@ -104,7 +104,7 @@ async fn accept(
         Ok(ids) => {
             let mut meta = message.meta;
             meta.queue_id = ids.first().copied();
-            events::received(&meta);
+            events::received(&meta, path.to_string());
             events::queue_written(SourceKind::Http, 1);
             events::http_event_queued(&meta);
             api.wake.new_rows();

@@ -128,7 +128,7 @@ impl PollLoop {
             return;
         };
         ticket.revoked = Some(revoked);
-        events::received(&message.meta);
+        events::received(&message.meta, self.router.topic_label(&message));
         let action = self.router.action_for(&message);
         self.dispatcher.submit(
             slot,

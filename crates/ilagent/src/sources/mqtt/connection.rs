@@ -47,7 +47,9 @@ pub struct ConnectionTask {
     pub qos: u8,
     /// `host:port`, for log lines.
     pub broker: String,
-    pub intake: mpsc::UnboundedSender<Received>,
+    /// Bounded ([`super::INTAKE_CAPACITY`]): when the source falls behind, the connection
+    /// stops reading and the broker holds the rest.
+    pub intake: mpsc::Sender<Received>,
     /// Cancelled once the source has queued its DISCONNECT: stop after it is sent.
     pub stop: CancellationToken,
 }
@@ -94,9 +96,12 @@ impl ConnectionTask {
                 }
                 Ok(Happening::Message(mut received)) => {
                     received.epoch = self.shared.epoch.load(Ordering::Acquire);
-                    // A closed intake means the source is stopping: the message stays
+                    // A full intake waits here, so nothing more is read from the socket:
+                    // TCP carries the backpressure to the broker, which keeps what it has
+                    // not sent (QoS 1 within its window; QoS 0 by its own limits). A closed
+                    // intake means the source is stopping: the message stays
                     // unacknowledged and the broker redelivers it.
-                    let _ = self.intake.send(received);
+                    let _ = self.intake.send(received).await;
                 }
                 Ok(Happening::DisconnectSent) => {
                     if self.stop.is_cancelled() {

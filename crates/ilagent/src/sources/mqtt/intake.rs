@@ -57,7 +57,7 @@ pub struct Direct {
 /// messages at `shutdown`; what it did not take stays unacknowledged and comes back from
 /// the broker.
 pub async fn direct(
-    mut received: mpsc::UnboundedReceiver<Received>,
+    mut received: mpsc::Receiver<Received>,
     intake: Direct,
     shutdown: CancellationToken,
 ) {
@@ -109,7 +109,7 @@ impl Direct {
         shutdown: &CancellationToken,
     ) {
         let (message, ack, epoch) = split(next);
-        events::received(&message.meta);
+        events::received(&message.meta, self.router.topic_label(&message));
         let action = self.router.action_for(&message);
         let order_key = order_key_column(&action);
         let row = NewRow {
@@ -173,7 +173,7 @@ impl Direct {
 /// Buffered: messages are committed to SQLite in batches, then acknowledged, then the
 /// worker is woken. A message is acknowledged only once its row is on disk.
 pub async fn buffered(
-    mut received: mpsc::UnboundedReceiver<Received>,
+    mut received: mpsc::Receiver<Received>,
     queue: Queue,
     acker: Acker,
     router: MessageRouter,
@@ -194,7 +194,7 @@ pub async fn buffered(
         let mut acks = Vec::with_capacity(batch.len());
         for next in batch.drain(..) {
             let (message, ack, epoch) = split(next);
-            events::received(&message.meta);
+            events::received(&message.meta, router.topic_label(&message));
             // The order key is fixed at the write, so the queue keeps the arrival order
             // of each alert key whatever happens later.
             let order_key = order_key_column(&router.action_for(&message));
