@@ -24,7 +24,22 @@ const EVENT_TYPE: &str = "eventType";
 const SUMMARY: &str = "summary";
 const ALERT_KEY: &str = "alertKey";
 
+/// Takes the object, so that the custom details it carries move into the event instead of
+/// being copied: a buffered event costs its payload once, not twice.
 pub(super) fn build(
+    object: Map<String, Value>,
+    meta: &Metadata,
+    config: &MappingConfig,
+) -> Result<Event, String> {
+    let event = build_fields(&object, meta, config)?;
+    Ok(Event {
+        custom_details: custom_details(object, meta, config)?,
+        ..event
+    })
+}
+
+/// Every field but the custom details.
+fn build_fields(
     object: &Map<String, Value>,
     meta: &Metadata,
     config: &MappingConfig,
@@ -63,7 +78,6 @@ pub(super) fn build(
     event.comments = list_field(object, "comments")?;
     event.services = list_field(object, "services")?;
     event.labels = labels(object)?;
-    event.custom_details = custom_details(object, meta, config)?;
     Ok(event)
 }
 
@@ -220,17 +234,20 @@ fn labels(
 /// otherwise the whole payload with `--forward_message_payload`; otherwise, for broker
 /// messages, where the message came from.
 fn custom_details(
-    object: &Map<String, Value>,
+    mut object: Map<String, Value>,
     meta: &Metadata,
     config: &MappingConfig,
 ) -> Result<Option<Map<String, Value>>, String> {
-    match FieldPath::new("customDetails").lookup(object) {
-        Some(Value::Object(details)) => Ok(Some(details.clone())),
+    match FieldPath::new("customDetails").lookup(&object) {
+        Some(Value::Object(_)) => match object.remove("customDetails") {
+            Some(Value::Object(details)) => Ok(Some(details)),
+            _ => Ok(None),
+        },
         Some(other) => Err(format!(
             "field `customDetails` must be an object, got {}",
             type_name(other)
         )),
-        None if config.forward_payload => Ok(Some(object.clone())),
+        None if config.forward_payload => Ok(Some(object)),
         None if matches!(meta.source, SourceKind::Kafka | SourceKind::Mqtt) => {
             Ok(Some(metadata_details(meta)))
         }

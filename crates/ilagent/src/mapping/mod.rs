@@ -42,7 +42,7 @@ pub fn map(payload: &[u8], meta: &Metadata, kind: MessageKind, config: &MappingC
     }
     let action = match kind {
         MessageKind::Event => {
-            event::build(&object, meta, config).map(|e| Action::Event(Box::new(e)))
+            event::build(object, meta, config).map(|e| Action::Event(Box::new(e)))
         }
         MessageKind::Heartbeat => heartbeat_key(&object).map(Action::Heartbeat),
         MessageKind::Policy => policy::build(&object, &config.policy).map(Action::PolicyUpdate),
