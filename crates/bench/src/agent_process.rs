@@ -78,13 +78,22 @@ impl AgentProcess {
 
     /// Peak resident set size in bytes, from /proc/PID/status.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
+        self.status_kb("VmHWM:").map(|kb| kb * 1024)
+    }
+
+    /// Resident set size now, in MiB.
+    pub fn rss_mb(&self) -> Option<f64> {
+        self.status_kb("VmRSS:").map(|kb| kb as f64 / 1024.0)
+    }
+
+    /// A `kB` field of /proc/PID/status.
+    fn status_kb(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status
             .lines()
-            .find(|l| l.starts_with("VmHWM:"))
+            .find(|l| l.starts_with(field))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|kb| kb.parse::<u64>().ok())
-            .map(|kb| kb * 1024)
     }
 
     /// Peak RSS in MiB.

@@ -40,6 +40,10 @@ pub struct Row {
     pub p99_ms: u64,
     /// Agent peak resident memory (VmHWM); none for the ceiling, which has no agent.
     pub peak_rss_mb: Option<f64>,
+    /// Agent resident memory (VmRSS) once every event had arrived.
+    pub rss_at_end_mb: Option<f64>,
+    /// Agent resident memory when 100,000 events had arrived (backlog).
+    pub rss_after_100k_mb: Option<f64>,
     /// Agent user + system CPU seconds over its whole run.
     pub cpu_seconds: Option<f64>,
     pub requests: usize,

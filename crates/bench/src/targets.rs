@@ -7,7 +7,9 @@ use serde::Serialize;
 use crate::report::Row;
 
 /// The agent's peak RSS must stay below this in every scenario.
-pub const MAX_RSS_MB: f64 = 64.0;
+pub const MAX_RSS_MB: f64 = 32.0;
+/// Resident memory after the backlog's 1M events may exceed that after 100k by this much.
+pub const MAX_BACKLOG_GROWTH: f64 = 0.10;
 
 #[derive(Debug, Serialize)]
 pub struct TargetCheck {
@@ -121,6 +123,17 @@ pub fn evaluate(rows: &[Row]) -> Vec<TargetCheck> {
                     row.status_429 == 0,
                 ));
             }
+            "backlog" => {
+                if let (Some(early), Some(late)) = (row.rss_after_100k_mb, row.rss_at_end_mb) {
+                    let growth = (late - early) / early;
+                    checks.push(check(
+                        row,
+                        "RSS after 1M within 10% of after 100k",
+                        format!("{early:.1} -> {late:.1} MB ({:+.1}%)", growth * 100.0),
+                        growth < MAX_BACKLOG_GROWTH,
+                    ));
+                }
+            }
             "latency-steady" => {
                 // Added by the agent when the bare consumer beside it measured the broker
                 // path; end to end otherwise.
@@ -143,7 +156,7 @@ pub fn evaluate(rows: &[Row]) -> Vec<TargetCheck> {
         if let Some(rss) = row.peak_rss_mb {
             checks.push(check(
                 row,
-                "agent peak RSS < 64 MB",
+                "agent peak RSS < 32 MB",
                 format!("{rss:.1} MB"),
                 rss < MAX_RSS_MB,
             ));

@@ -19,7 +19,7 @@ use bench::targets::{evaluate, print_checks};
 struct Args {
     /// Scenarios to run (repeatable): ceiling, ceiling-50ms, kafka-0ms, kafka-50ms,
     /// kafka-ratelimited, mqtt-qos1-50ms, mqtt-buffered-50ms, proxy-50clients,
-    /// latency-steady. All when none is given. The ceiling runs too unless --no-ceiling, since every row is a ratio to it.
+    /// latency-steady, storm, backlog. All but backlog when none is given. The ceiling runs too unless --no-ceiling, since every row is a ratio to it.
     #[arg(long)]
     scenario: Vec<String>,
     /// Do not add the ceiling to a selection of scenarios.
@@ -56,7 +56,7 @@ async fn main() -> Result<()> {
         .iter()
         .copied()
         .filter(|name| {
-            args.scenario.is_empty()
+            (args.scenario.is_empty() && !scenario::ON_REQUEST.contains(name))
                 || args.scenario.iter().any(|s| s == name)
                 || (*name == "ceiling" && !args.no_ceiling)
         })

@@ -14,11 +14,13 @@
 //! | `proxy-50clients`    | 20,000 events posted by 50 clients to the agent's `-p` proxy       |
 //! | `latency-steady`     | 500 events/s for 30 s through Kafka, no added latency              |
 //! | `storm`              | one key 10x over ilert's budget beside 100 keys at 10/min, +50 ms  |
+//! | `backlog`            | 1,000,000-event backlog over 1,000 integration keys: RSS at 100k and 1M (on request only) |
 //!
 //! Every scenario starts its own brokers and stand-in and checks per-key order at the
 //! stand-in; the sizes keep the whole suite near 11 minutes on 2 cores (`storm` alone takes
 //! about six: its hot key's budget allows no shorter drain).
 
+pub mod backlog;
 pub mod ceiling;
 pub mod kafka;
 pub mod latency;
@@ -51,7 +53,12 @@ pub const ALL: &[&str] = &[
     "proxy-50clients",
     "latency-steady",
     "storm",
+    backlog::NAME,
 ];
+
+/// Scenarios that run only when named (`--scenario backlog`): they take too long for the
+/// whole suite.
+pub const ON_REQUEST: &[&str] = &[backlog::NAME];
 
 /// Runs scenario `name` against the agent binary.
 pub async fn run(name: &str, agent: &Path) -> Result<Row> {
@@ -67,6 +74,7 @@ pub async fn run(name: &str, agent: &Path) -> Result<Row> {
         "proxy-50clients" => proxy::PROXY_50CLIENTS.run(agent).await?,
         "latency-steady" => latency::LATENCY_STEADY.run(agent).await?,
         "storm" => storm::run(agent).await?,
+        backlog::NAME => backlog::run(agent).await?,
         other => anyhow::bail!("unknown scenario {other:?}; known: {}", ALL.join(", ")),
     };
     row.load_average_1m = load;
@@ -184,6 +192,7 @@ impl AgentRun {
             ));
         }
         row.peak_rss_mb = self.process.peak_rss_mb();
+        row.rss_at_end_mb = self.process.rss_mb();
         row.cpu_seconds = self.process.cpu_seconds();
         self.process.stop();
         Ok((row, requests))
