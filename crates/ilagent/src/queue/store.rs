@@ -11,6 +11,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::QueueError;
+use super::capacity::{Capacity, Limits};
 use super::record::{
     DeadLetterRow, NewDeadLetter, NewRow, QueuedRow, Selection, Stats, StoredMeta, now_ms,
     source_from_str,
@@ -22,15 +23,26 @@ pub struct Store {
     connection: Connection,
     /// Whether commits currently wait for the disk (`synchronous = FULL`).
     full_sync: bool,
+    /// Whether new rows and dead letters fit (see [`super::capacity`]).
+    capacity: Capacity,
 }
 
 const QUEUED_COLUMNS: &str = "id, source, topic, payload, metadata, attempts, next_attempt_at, last_error, created_at, order_key";
 
 impl Store {
+    /// Opens the file without a cap (`ilagent queue`).
     pub fn open(path: &Path) -> Result<Store, QueueError> {
+        Store::open_with(path, Limits::UNLIMITED)
+    }
+
+    /// Opens the file; new data must fit `limits`.
+    pub fn open_with(path: &Path, limits: Limits) -> Result<Store, QueueError> {
+        let connection = schema::open(path)?;
+        let capacity = Capacity::new(&connection, path, limits)?;
         Ok(Store {
-            connection: schema::open(path)?,
+            connection,
             full_sync: true,
+            capacity,
         })
     }
 
@@ -50,16 +62,21 @@ impl Store {
         Ok(())
     }
 
-    /// Appends the rows in one transaction; returns their ids in the same order.
+    #[cfg(test)]
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Appends the rows in one transaction, if they fit ([`QueueError::Full`] if not);
+    /// returns their ids in the same order.
     pub fn insert<'a>(
         &mut self,
-        rows: impl IntoIterator<Item = &'a NewRow>,
+        rows: impl IntoIterator<Item = &'a NewRow> + Clone,
     ) -> Result<Vec<i64>, QueueError> {
         self.sync(true)?;
-        let tx = self.connection.transaction().map_err(sql("begin insert"))?;
-        let ids = insert_rows(&tx, rows)?;
-        tx.commit().map_err(sql("commit insert"))?;
-        Ok(ids)
+        let incoming = rows.clone().into_iter().map(NewRow::stored_bytes).sum();
+        self.capacity
+            .write_new(&mut self.connection, incoming, |tx| insert_rows(tx, rows))
     }
 
     /// Up to `limit` rows that are due at `now_ms` and are the oldest of their order key,
@@ -242,30 +259,34 @@ impl Store {
         tx.commit().map_err(sql("commit dead letter"))
     }
 
-    /// Records a message that never was in the queue (a non-buffered source's).
+    /// Records a message that never was in the queue (a non-buffered source's), if it
+    /// fits ([`QueueError::Full`] if not).
     pub fn add_dead_letter(&mut self, letter: &NewDeadLetter) -> Result<i64, QueueError> {
         self.sync(true)?;
-        self.connection
-            .execute(
-                "INSERT INTO dead_letters
-                     (queue_id, source, topic, payload, metadata, order_key, kind, reason, attempts, created_at, failed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    letter.queue_id,
-                    letter.source.as_str(),
-                    letter.topic,
-                    letter.payload,
-                    letter.meta.to_json(),
-                    letter.order_key,
-                    letter.kind,
-                    letter.reason,
-                    letter.attempts,
-                    letter.created_at_ms,
-                    now_ms()
-                ],
-            )
-            .map_err(sql("write the dead letter"))?;
-        Ok(self.connection.last_insert_rowid())
+        let incoming = (letter.payload.len() + letter.reason.len() + letter.topic.len()) as u64;
+        self.capacity
+            .write_new(&mut self.connection, incoming, |tx| {
+                tx.execute(
+                    "INSERT INTO dead_letters
+                         (queue_id, source, topic, payload, metadata, order_key, kind, reason, attempts, created_at, failed_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    params![
+                        letter.queue_id,
+                        letter.source.as_str(),
+                        letter.topic,
+                        letter.payload,
+                        letter.meta.to_json(),
+                        letter.order_key,
+                        letter.kind,
+                        letter.reason,
+                        letter.attempts,
+                        letter.created_at_ms,
+                        now_ms()
+                    ],
+                )
+                .map_err(sql("write the dead letter"))?;
+                Ok(tx.last_insert_rowid())
+            })
     }
 
     /// Readiness: takes the write lock and lets it go (a file that cannot be written, or
@@ -274,6 +295,7 @@ impl Store {
         self.connection
             .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
             .map_err(sql("take the write lock"))?;
+        self.capacity.refresh(&self.connection);
         self.stats()
     }
 
