@@ -349,9 +349,9 @@ fn http_config(args: &DaemonArgs) -> Result<Option<HttpConfig>, UsageError> {
 /// The size a Kafka message has at most by default (`message.max.bytes`).
 const KAFKA_MESSAGE_MAX: usize = 1 << 20;
 
-/// `--queue_max_size` must hold a few of the largest messages the sources accept: the
-/// reserve kept for draining takes two (see [`crate::queue::capacity`]), and a message
-/// that could never fit would stop its source for good.
+/// `--queue_max_size` must hold a few of the largest messages the sources accept (at least
+/// 1 MiB): the reserve kept for draining takes two (see [`crate::queue::capacity`]), and a
+/// message that could never fit would stop its source for good.
 fn queue_limits(
     args: &DaemonArgs,
     http: Option<&HttpConfig>,
@@ -369,6 +369,8 @@ fn queue_limits(
         .flatten()
         .max_by_key(|(size, _)| *size)
         .unwrap_or((KAFKA_MESSAGE_MAX, "the default message size"));
+    // Buffered MQTT commits up to 1 MiB at once (`sources::mqtt::intake`): that must fit too.
+    let largest = largest.max(1 << 20);
     let needed = largest.saturating_mul(4);
     if max < needed {
         return Err(UsageError::new(format!(
