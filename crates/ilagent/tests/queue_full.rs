@@ -34,9 +34,11 @@ const PAD: usize = 96 << 10;
 const FILLED: &str = "new messages are refused";
 const ROOM_AGAIN: &str = "SQLite queue has room again";
 
-fn failing() -> Behaviour {
+/// ilert does not answer: every attempt times out (after `--request_timeout`), so the
+/// rows stay and few attempts eat into the per-key rate limit before ilert is back.
+fn unresponsive() -> Behaviour {
     Behaviour {
-        error_rate: 1.0,
+        latency_ms: 600_000,
         ..Behaviour::default()
     }
 }
@@ -44,6 +46,8 @@ fn failing() -> Behaviour {
 /// [`event`] padded to about [`PAD`] bytes.
 fn big_event(key: usize, seq: usize) -> Value {
     let mut body = event(key, seq);
+    // An integration key per alert key: ilert's budget of 50 a minute is per key.
+    body["integrationKey"] = json!(format!("il1api-proxy-{key}"));
     body["details"] = json!("x".repeat(PAD));
     body
 }
@@ -73,7 +77,7 @@ async fn post(client: &reqwest::Client, port: u16, body: &Value) -> (u16, Option
 async fn a_full_queue_answers_503_with_retry_after_and_every_accepted_event_arrives_once() {
     const KEYS: usize = 3;
     let stand_in = StandIn::start().await.unwrap();
-    stand_in.set_behaviour(failing());
+    stand_in.set_behaviour(unresponsive());
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("capped.db3");
     let port = free_port();
@@ -156,7 +160,8 @@ async fn a_full_queue_answers_503_with_retry_after_and_every_accepted_event_arri
 
 /// An MQTT message for key `key` padded to about [`PAD`] bytes.
 fn big_message(key: usize, seq: usize) -> Vec<u8> {
-    let mut body: Value = serde_json::from_slice(&keyed_event("il1api-full", key, seq)).unwrap();
+    let mut body: Value =
+        serde_json::from_slice(&keyed_event(&format!("il1api-full-{key}"), key, seq)).unwrap();
     body["details"] = json!("x".repeat(PAD));
     body.to_string().into_bytes()
 }
@@ -171,7 +176,7 @@ async fn a_full_buffer_stops_acknowledging_and_the_broker_keeps_the_rest_until_t
     })
     .unwrap();
     let stand_in = StandIn::start().await.unwrap();
-    stand_in.set_behaviour(failing());
+    stand_in.set_behaviour(unresponsive());
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("buffer.db3");
     let (topic, client_id) = (unique("events"), unique("agent"));
