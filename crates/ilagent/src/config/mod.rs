@@ -386,7 +386,7 @@ fn queue_limits(
 /// A size as the flags take it: in MiB when it is a whole number of them.
 fn size_text(bytes: usize) -> String {
     const MIB: usize = 1 << 20;
-    if bytes >= MIB && bytes % MIB == 0 {
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{}MiB", bytes / MIB)
     } else {
         bytes.to_string()

@@ -309,7 +309,7 @@ mod tests {
             ids.len() as u64,
             "no half batch"
         );
-        let usage = measure(&store.connection(), &path).unwrap();
+        let usage = measure(store.connection(), &path).unwrap();
         assert!(usage.used_bytes <= limits.high_water(), "{usage:?}");
 
         // The reserve lets queued rows move to the dead letters while new rows wait.

@@ -262,7 +262,7 @@ async fn write_until_committed(
             let rows = Arc::clone(&rows);
             async move { queue.insert(rows).await.map_err(QueueError::retryable) }
         },
-        |error| events::queue_error(error),
+        events::queue_error,
     )
     .await
     .is_some()
