@@ -240,6 +240,69 @@ async fn a_full_buffer_stops_acknowledging_and_the_broker_keeps_the_rest_until_t
 }
 
 #[tokio::test]
+async fn without_the_buffer_a_full_queue_holds_back_the_spill_and_its_acknowledgements() {
+    const KEYS: usize = 3;
+    const PER_KEY: usize = 20;
+    let broker = Mosquitto::start(MosquittoConfig {
+        extra: "log_type all\n".into(),
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.set_behaviour(unresponsive());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("spill.db3");
+    let (topic, client_id) = (unique("events"), unique("agent"));
+    let mut args = agent_args(broker.port(), &client_id, &db);
+    args.extend(["-e", &topic, "--queue_max_size", CAP].map(str::to_string));
+    let agent = start_agent(&stand_in, &args, &[]);
+    wait_subscribed(&agent).await;
+
+    // ilert does not answer, so every message is spilled to the file after 1 s, until
+    // the file is full.
+    let messages: Vec<(String, Vec<u8>)> = (0..PER_KEY)
+        .flat_map(|seq| (0..KEYS).map(move |key| (seq, key)))
+        .map(|(seq, key)| (topic.clone(), big_message(key, seq)))
+        .collect();
+    publish(broker.port(), &messages).await;
+    assert!(
+        eventually(WAIT, || agent.full_log().contains(FILLED)).await,
+        "{}",
+        agent.log()
+    );
+    let broker_log = std::fs::read_to_string(broker.log_path()).unwrap();
+    let (_, acked) = broker_publishes_and_acks(&broker_log, &client_id);
+    assert!(
+        acked.len() < messages.len(),
+        "the agent acknowledged {} of {} while full",
+        acked.len(),
+        messages.len()
+    );
+
+    stand_in.set_behaviour(Behaviour::default());
+    let all = messages.len();
+    let arrived = eventually(WAIT, || {
+        let by_key = mqtt_support::seqs_by_key(&stand_in.events());
+        by_key
+            .values()
+            .map(|s| mqtt_support::first_arrivals(s).len())
+            .sum::<usize>()
+            >= all
+    })
+    .await;
+    assert!(
+        arrived,
+        "{} events arrived; log:\n{}",
+        stand_in.events().len(),
+        agent.log()
+    );
+    assert_all_in_order(&stand_in.events(), KEYS, PER_KEY, &agent.log());
+    assert!(wait_for_stat(&db, "queued", |n| n == 0).await);
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[tokio::test]
 async fn a_cap_too_small_for_the_largest_message_stops_the_start_with_exit_2() {
     let port = free_port().to_string();
     let cases: [(&[&str], &str); 3] = [

@@ -212,6 +212,17 @@ impl Capacity {
         result
     }
 
+    /// Takes note of a write that settles queued rows: a lack of space it met means the
+    /// queue is full (a full disk may be noticed here first), and one that succeeded while
+    /// full may have made room.
+    pub(crate) fn note<T>(&mut self, connection: &Connection, result: &Result<T, QueueError>) {
+        match result {
+            Err(QueueError::Full(reason)) => self.is_full(reason),
+            Ok(_) if self.full => self.refresh(connection),
+            _ => {}
+        }
+    }
+
     /// Measures again (the readiness probe, `/metrics`): refreshes the size gauge and
     /// notices room made by deliveries even while no new message is waiting.
     pub(crate) fn refresh(&mut self, connection: &Connection) {
@@ -258,10 +269,13 @@ pub(crate) fn measure(connection: &Connection, path: &Path) -> Result<Usage, Que
 }
 
 fn pragma(connection: &Connection, name: &str) -> Result<u64, QueueError> {
+    let read = |e| QueueError::sqlite(format!("read the {name} of the file"), e);
     connection
-        .query_row(&format!("PRAGMA {name}"), [], |row| row.get::<_, i64>(0))
+        .prepare_cached(&format!("PRAGMA {name}"))
+        .map_err(read)?
+        .query_row([], |row| row.get::<_, i64>(0))
         .map(|n| u64::try_from(n).unwrap_or(0))
-        .map_err(|e| QueueError::sqlite(format!("read the {name} of the file"), e))
+        .map_err(read)
 }
 
 /// Bytes an unprivileged writer may still use on the file system holding `path`.

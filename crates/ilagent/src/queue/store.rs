@@ -190,26 +190,28 @@ impl Store {
 
     /// Removes a delivered (or skipped) row.
     pub fn delete(&mut self, id: i64) -> Result<(), QueueError> {
-        self.sync(false)?;
-        self.connection
-            .execute("DELETE FROM queue WHERE id = ?1", [id])
-            .map_err(sql("delete"))?;
-        Ok(())
+        self.draining(|connection| {
+            connection
+                .execute("DELETE FROM queue WHERE id = ?1", [id])
+                .map_err(sql("delete"))?;
+            Ok(())
+        })
     }
 
     /// Removes delivered rows, in one transaction.
     pub fn delete_many(&mut self, ids: &[i64]) -> Result<(), QueueError> {
-        self.sync(false)?;
-        let tx = self.connection.transaction().map_err(sql("begin delete"))?;
-        {
-            let mut statement = tx
-                .prepare_cached("DELETE FROM queue WHERE id = ?1")
-                .map_err(sql("prepare delete"))?;
-            for id in ids {
-                statement.execute([id]).map_err(sql("delete"))?;
+        self.draining(|connection| {
+            let tx = connection.transaction().map_err(sql("begin delete"))?;
+            {
+                let mut statement = tx
+                    .prepare_cached("DELETE FROM queue WHERE id = ?1")
+                    .map_err(sql("prepare delete"))?;
+                for id in ids {
+                    statement.execute([id]).map_err(sql("delete"))?;
+                }
             }
-        }
-        tx.commit().map_err(sql("commit delete"))
+            tx.commit().map_err(sql("commit delete"))
+        })
     }
 
     /// Records a failed attempt and when to try again.
@@ -220,14 +222,28 @@ impl Store {
         next_attempt_at_ms: i64,
         error: &str,
     ) -> Result<(), QueueError> {
+        self.draining(|connection| {
+            connection
+                .execute(
+                    "UPDATE queue SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE id = ?1",
+                    params![id, attempts, next_attempt_at_ms, error],
+                )
+                .map_err(sql("schedule a retry"))?;
+            Ok(())
+        })
+    }
+
+    /// Runs a write that settles queued rows (no new data, no wait for the disk): one that
+    /// meets a full disk or file marks the queue full as a refused insert does, and one
+    /// that succeeds while it is full looks whether there is room again.
+    fn draining<T>(
+        &mut self,
+        write: impl FnOnce(&mut Connection) -> Result<T, QueueError>,
+    ) -> Result<T, QueueError> {
         self.sync(false)?;
-        self.connection
-            .execute(
-                "UPDATE queue SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE id = ?1",
-                params![id, attempts, next_attempt_at_ms, error],
-            )
-            .map_err(sql("schedule a retry"))?;
-        Ok(())
+        let result = write(&mut self.connection);
+        self.capacity.note(&self.connection, &result);
+        result
     }
 
     /// Readiness: takes the write lock and lets it go (a file that cannot be written, or

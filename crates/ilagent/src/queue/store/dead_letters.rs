@@ -17,22 +17,22 @@ impl Store {
         reason: &str,
         attempts: u32,
     ) -> Result<(), QueueError> {
-        self.sync(false)?;
-        let tx = self
-            .connection
-            .transaction()
-            .map_err(sql("begin dead letter"))?;
-        tx.execute(
-            "INSERT INTO dead_letters
-                 (queue_id, source, topic, payload, metadata, order_key, kind, reason, attempts, created_at, failed_at)
-             SELECT id, source, topic, payload, metadata, order_key, ?2, ?3, ?4, created_at, ?5
-             FROM queue WHERE id = ?1",
-            params![id, kind, reason, attempts, now_ms()],
-        )
-        .map_err(sql("write the dead letter"))?;
-        tx.execute("DELETE FROM queue WHERE id = ?1", [id])
-            .map_err(sql("delete the dead-lettered row"))?;
-        tx.commit().map_err(sql("commit dead letter"))
+        self.draining(|connection| {
+            let tx = connection
+                .transaction()
+                .map_err(sql("begin dead letter"))?;
+            tx.execute(
+                "INSERT INTO dead_letters
+                     (queue_id, source, topic, payload, metadata, order_key, kind, reason, attempts, created_at, failed_at)
+                 SELECT id, source, topic, payload, metadata, order_key, ?2, ?3, ?4, created_at, ?5
+                 FROM queue WHERE id = ?1",
+                params![id, kind, reason, attempts, now_ms()],
+            )
+            .map_err(sql("write the dead letter"))?;
+            tx.execute("DELETE FROM queue WHERE id = ?1", [id])
+                .map_err(sql("delete the dead-lettered row"))?;
+            tx.commit().map_err(sql("commit dead letter"))
+        })
     }
 
     /// Records a message that never was in the queue (a non-buffered source's), if it
