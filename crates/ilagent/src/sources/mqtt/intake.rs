@@ -267,3 +267,38 @@ async fn write_until_committed(
     .await
     .is_some()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(bytes: usize) -> NewRow {
+        NewRow {
+            source: SourceKind::Mqtt,
+            topic: String::new(),
+            payload: vec![0; bytes],
+            meta: StoredMeta::default(),
+            order_key: None,
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn buffered_commits_take_at_most_a_mebibyte_and_a_larger_message_alone_in_order() {
+        let sizes = [400 << 10, 400 << 10, 400 << 10, 3 << 20, 10, 20];
+        let cut = chunks(sizes.iter().map(|&n| row(n)).collect());
+        let lengths: Vec<Vec<usize>> = cut
+            .iter()
+            .map(|c| c.iter().map(|r| r.payload.len()).collect())
+            .collect();
+        assert_eq!(
+            lengths,
+            [
+                vec![400 << 10, 400 << 10],
+                vec![400 << 10],
+                vec![3 << 20],
+                vec![10, 20]
+            ]
+        );
+    }
+}
