@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{DeliveryArgs, KafkaArgs, MqttArgs, parse_duration, parse_size};
+use super::{DeliveryArgs, KafkaArgs, MqttArgs, QueueFileArgs, parse_duration, parse_size};
 
 #[derive(Debug, Args)]
 #[command(rename_all = "snake_case")]
@@ -92,6 +92,9 @@ pub struct DaemonArgs {
 
     #[command(flatten, next_help_heading = "MQTT")]
     pub mqtt: MqttArgs,
+
+    #[command(flatten, next_help_heading = "Queue")]
+    pub queue_file: QueueFileArgs,
 
     /// How long to finish in-flight work after SIGINT or SIGTERM before giving it back
     /// to the broker undelivered.

@@ -17,12 +17,14 @@ mod daemon;
 mod kafka;
 mod mqtt;
 mod queue;
+mod queue_file;
 mod service_links;
 
 pub use daemon::DaemonArgs;
 pub use kafka::{KafkaArgs, OffsetReset, SaslMechanism, SecurityProtocol};
 pub use mqtt::{MqttArgs, MqttVersion, parse_size};
 pub use queue::{QueueArgs, QueueCommand};
+pub use queue_file::QueueFileArgs;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -105,7 +105,8 @@ pub enum MqttVersion {
     V5,
 }
 
-/// `1048576`, `512KiB`, `1MiB` (also `K`/`KB`/`M`/`MB`, counted in powers of 1024).
+/// `1048576`, `512KiB`, `1MiB`, `1GiB` (also `K`/`KB`/`M`/`MB`/`G`/`GB`, counted in powers
+/// of 1024).
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
     let split = text
@@ -116,9 +117,10 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
         _ => {
             return Err(format!(
-                "`{text}` is not a size: write it like 1048576, 512KiB or 1MiB"
+                "`{text}` is not a size: write it like 1048576, 512KiB, 1MiB or 1GiB"
             ));
         }
     };
@@ -126,7 +128,9 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .parse::<usize>()
         .ok()
         .and_then(|n| n.checked_mul(factor))
-        .ok_or_else(|| format!("`{text}` is not a size: write it like 1048576, 512KiB or 1MiB"))
+        .ok_or_else(|| {
+            format!("`{text}` is not a size: write it like 1048576, 512KiB, 1MiB or 1GiB")
+        })
 }
 
 #[cfg(test)]
@@ -138,7 +142,8 @@ mod tests {
         assert_eq!(parse_size("1048576"), Ok(1_048_576));
         assert_eq!(parse_size("1MiB"), Ok(1_048_576));
         assert_eq!(parse_size("512 KiB"), Ok(524_288));
-        assert!(parse_size("1GiB").is_err());
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("1TiB").is_err());
         assert!(parse_size("big").is_err());
     }
 }

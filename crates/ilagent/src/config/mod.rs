@@ -14,6 +14,7 @@ use crate::cli::{DaemonArgs, DeliveryArgs, GlobalArgs};
 use crate::delivery::{Backoff, Budget, Budgets, RetryPolicy};
 use crate::ilert::{ClientSettings, EventPath};
 use crate::mapping::{FieldPath, Filter, MappingConfig, PolicyMapping};
+use crate::queue::Limits;
 use crate::secret::Secret;
 use crate::sources::http::HttpConfig;
 
@@ -143,6 +144,8 @@ pub struct DaemonConfig {
     /// How long escalation-policy lookups are reused.
     pub policy_cache_ttl: Duration,
     pub db_file: PathBuf,
+    /// `--queue_max_size`, with the reserve kept for draining.
+    pub queue_limits: Limits,
     pub heartbeat: Option<AgentHeartbeat>,
     /// The HTTP proxy (`-p`).
     pub http: Option<HttpConfig>,
@@ -241,6 +244,8 @@ impl DaemonConfig {
             ));
         }
 
+        let queue_limits = queue_limits(args, http.as_ref(), mqtt.as_ref(), kafka.is_some())?;
+
         Ok(DaemonConfig {
             client,
             retry,
@@ -249,6 +254,7 @@ impl DaemonConfig {
             api_key,
             policy_cache_ttl: args.policy_cache_ttl,
             db_file: global.file.clone(),
+            queue_limits,
             heartbeat,
             http,
             metrics_port: args.metrics_port,
@@ -338,6 +344,53 @@ fn http_config(args: &DaemonArgs) -> Result<Option<HttpConfig>, UsageError> {
         token,
         max_body: args.http_max_body,
     }))
+}
+
+/// The size a Kafka message has at most by default (`message.max.bytes`).
+const KAFKA_MESSAGE_MAX: usize = 1 << 20;
+
+/// `--queue_max_size` must hold a few of the largest messages the sources accept (at least
+/// 1 MiB): the reserve kept for draining takes two (see [`crate::queue::capacity`]), and a
+/// message that could never fit would stop its source for good.
+fn queue_limits(
+    args: &DaemonArgs,
+    http: Option<&HttpConfig>,
+    mqtt: Option<&MqttConfig>,
+    kafka: bool,
+) -> Result<Limits, UsageError> {
+    let max = args.queue_file.queue_max_size;
+    let sources = [
+        http.map(|h| (h.max_body, "--http_max_body")),
+        mqtt.map(|m| (m.max_packet_size, "--mqtt_max_packet_size")),
+        kafka.then_some((KAFKA_MESSAGE_MAX, "Kafka's message.max.bytes")),
+    ];
+    let (largest, named) = sources
+        .into_iter()
+        .flatten()
+        .max_by_key(|(size, _)| *size)
+        .unwrap_or((KAFKA_MESSAGE_MAX, "the default message size"));
+    // Buffered MQTT commits up to 1 MiB at once (`sources::mqtt::intake`): that must fit too.
+    let largest = largest.max(1 << 20);
+    let needed = largest.saturating_mul(4);
+    if max < needed {
+        return Err(UsageError::new(format!(
+            "--queue_max_size {} is too small: the queue must hold at least 4 of the largest messages ({}, {named}); give at least {}, e.g. --queue_max_size 1GiB",
+            size_text(max),
+            size_text(largest),
+            size_text(needed)
+        )));
+    }
+    Ok(Limits::new(max as u64, largest as u64))
+}
+
+/// A size as the flags take it: in MiB when it is a whole number of them.
+fn size_text(bytes: usize) -> String {
+    const MIB: usize = 1 << 20;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{}MiB", bytes / MIB)
+    } else {
+        bytes.to_string()
+    }
 }
 
 fn agent_heartbeat(args: &DaemonArgs) -> Result<Option<AgentHeartbeat>, UsageError> {

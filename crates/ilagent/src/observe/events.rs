@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use super::health::{self, registry};
 use crate::action::{Outcome, RejectKind};
 use crate::message::{Metadata, SourceKind};
-use crate::queue::Stats;
+use crate::queue::{Full, QueueError, Stats};
 
 pub const MESSAGES_RECEIVED: &str = "ilagent_messages_received_total";
 pub const MESSAGES_SETTLED: &str = "ilagent_messages_total";
@@ -22,6 +22,10 @@ pub const QUEUE_WRITES: &str = "ilagent_queue_writes_total";
 pub const QUEUE_RETRIES: &str = "ilagent_queue_retries_total";
 pub const QUEUE_ERRORS: &str = "ilagent_queue_errors_total";
 pub const QUEUE_DEPTH: &str = "ilagent_queue_depth";
+pub const QUEUE_BYTES: &str = "ilagent_queue_bytes";
+pub const QUEUE_MAX_BYTES: &str = "ilagent_queue_max_bytes";
+pub const QUEUE_FULL: &str = "ilagent_queue_full";
+pub const QUEUE_FULL_TOTAL: &str = "ilagent_queue_full_total";
 pub const QUEUE_RETRYING: &str = "ilagent_queue_retrying";
 pub const DEAD_LETTERS: &str = "ilagent_dead_letters";
 pub const DELIVERY_LATENCY: &str = "ilagent_delivery_latency_seconds";
@@ -262,11 +266,40 @@ pub fn queue_retry_scheduled(
     }
 }
 
-/// The SQLite queue failed; the caller retries.
-pub fn queue_error(error: &dyn std::fmt::Display) {
+/// The SQLite queue failed; the caller retries. A full queue is logged when it fills and
+/// when it has room again ([`queue_full`], [`queue_has_room`]), not once per write.
+pub fn queue_error(error: &QueueError) {
+    if error.is_full() {
+        return;
+    }
     metrics::counter!(QUEUE_ERRORS).increment(1);
     registry().error(health::QUEUE, error);
     tracing::warn!(%error, "SQLite queue error; retrying");
+}
+
+/// The queue stopped taking new messages (its size cap, or the disk).
+pub fn queue_full(reason: &Full) {
+    metrics::gauge!(QUEUE_FULL).set(1.0);
+    metrics::counter!(QUEUE_FULL_TOTAL).increment(1);
+    registry().error(health::QUEUE, &format!("full: {reason}"));
+    tracing::warn!(%reason, "SQLite queue full: new messages are refused (the proxy answers 503, MQTT is not acknowledged, Kafka is not committed) until deliveries make room");
+}
+
+/// The queue takes new messages again.
+pub fn queue_has_room() {
+    metrics::gauge!(QUEUE_FULL).set(0.0);
+    tracing::info!("SQLite queue has room again: new messages are taken");
+}
+
+/// Bytes of the queue file's pages that hold data.
+pub fn queue_bytes(bytes: u64) {
+    metrics::gauge!(QUEUE_BYTES).set(bytes as f64);
+}
+
+/// `--queue_max_size`.
+pub fn queue_max_bytes(bytes: u64) {
+    metrics::gauge!(QUEUE_MAX_BYTES).set(bytes as f64);
+    metrics::gauge!(QUEUE_FULL).set(0.0);
 }
 
 /// Set once the MQTT broker confirmed the subscriptions in this process.

@@ -5,7 +5,9 @@
 //! For sources that settle with their broker (a Kafka commit, an MQTT acknowledgement)
 //! and have no dead-letter destination of their own: the broker acknowledgement waits
 //! until the row is written, so a failing disk is waited out, never a reason to lose the
-//! message.
+//! message. A dead letter is new data like a queued row: when the queue is full (see
+//! [`super::capacity`]) it waits for deliveries to make room, and so does the Kafka
+//! commit or MQTT acknowledgement behind it.
 
 use std::sync::Arc;
 
@@ -60,7 +62,14 @@ pub(crate) async fn record(
                     .map_err(QueueError::retryable)
             }
         },
-        |error| events::dead_letter_failed(&message.meta, error),
+        |error| {
+            // A full queue is logged once when it fills, not for every retry.
+            if error.is_full() {
+                events::queue_error(error);
+            } else {
+                events::dead_letter_failed(&message.meta, error);
+            }
+        },
     )
     .await;
     if written.is_some() {

@@ -11,7 +11,9 @@
 //!
 //! Sources that acknowledge on the write (MQTT with `--mqtt_buffer`, the HTTP proxy) append
 //! rows; every source may record dead letters here ([`dead_letter`] for live messages).
+//! [`capacity`] decides whether the file has room for them (`--queue_max_size`, the disk).
 
+pub(crate) mod capacity;
 pub(crate) mod dead_letter;
 mod order;
 pub mod record;
@@ -25,6 +27,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use capacity::{Full, Limits};
 pub use order::order_key_column;
 pub use record::{
     DeadLetterRow, NewDeadLetter, NewRow, QueuedRow, Selection, Stats, StoredMeta, now_ms,
@@ -41,13 +44,34 @@ pub enum QueueError {
     },
     #[error("SQLite queue: {0}")]
     Other(String),
+    /// No room for new data (see [`capacity`]); nothing was written.
+    #[error("SQLite queue full: {0}")]
+    Full(Full),
     #[error("SQLite queue: the queue thread has stopped")]
     Closed,
 }
 
 impl QueueError {
+    /// SQLITE_FULL (the cap or the disk) is [`QueueError::Full`], like a refusal of ours.
     pub(crate) fn sqlite(what: String, error: rusqlite::Error) -> Self {
+        if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return QueueError::Full(Full::Sqlite(format!("cannot {what}: {error}")));
+        }
         QueueError::Sqlite { what, error }
+    }
+
+    /// The file or the disk has no room: wait for deliveries to make some.
+    pub fn is_full(&self) -> bool {
+        matches!(self, QueueError::Full(_))
+    }
+
+    /// A copy to hand to each caller of a failed shared commit.
+    fn duplicate(&self) -> QueueError {
+        match self {
+            QueueError::Full(reason) => QueueError::Full(reason.clone()),
+            QueueError::Closed => QueueError::Closed,
+            other => QueueError::Other(other.to_string()),
+        }
     }
 
     /// For [`crate::pipeline::persist::until_written`]: a stopped queue thread ends the
@@ -87,11 +111,11 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Opens the file (creating it) for this daemon alone and starts the thread.
-    /// Blocking: call it from `spawn_blocking`.
-    pub fn open(path: &Path) -> Result<Queue, QueueError> {
+    /// Opens the file (creating it) for this daemon alone, within `limits`, and starts the
+    /// thread. Blocking: call it from `spawn_blocking`.
+    pub fn open(path: &Path, limits: Limits) -> Result<Queue, QueueError> {
         let lock = lock_for_this_daemon(path)?;
-        let store = Store::open(path)?;
+        let store = Store::open_with(path, limits)?;
         let (commands, receiver) = mpsc::channel(COMMAND_CAPACITY);
         std::thread::Builder::new()
             .name("sqlite-queue".into())
@@ -202,11 +226,17 @@ fn commit_batch(store: &mut Store, batch: Vec<(Arc<Vec<NewRow>>, Reply)>) {
                 let _ = reply.send(Ok(ids.by_ref().take(rows.len()).collect()));
             }
         }
+        Err(error) if error.is_full() && batch.len() > 1 => {
+            // Together they do not fit; alone some may: a small write is never held back
+            // by a large one that arrived with it.
+            for (rows, reply) in batch {
+                let _ = reply.send(store.insert(rows.iter()));
+            }
+        }
         Err(error) => {
             // Nothing was committed: every caller learns it, none is acknowledged.
-            let text = error.to_string();
             for (_, reply) in batch {
-                let _ = reply.send(Err(QueueError::Other(text.clone())));
+                let _ = reply.send(Err(error.duplicate()));
             }
         }
     }

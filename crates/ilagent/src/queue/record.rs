@@ -57,6 +57,16 @@ pub struct NewRow {
     pub created_at_ms: i64,
 }
 
+impl NewRow {
+    /// About what the row takes in the file (without SQLite's overhead), for
+    /// [`super::capacity`] to check before it is written.
+    pub fn stored_bytes(&self) -> u64 {
+        let key = self.order_key.as_ref().map_or(0, String::len);
+        // The key is stored twice: in the row and in its index.
+        (self.payload.len() + self.topic.len() + 2 * key) as u64
+    }
+}
+
 /// A row of the queue.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueuedRow {

@@ -203,7 +203,7 @@ pub(crate) async fn apply(
             }
         },
         |error| {
-            if dead_letter {
+            if dead_letter && !error.is_full() {
                 events::dead_letter_failed(meta, error);
             } else {
                 events::queue_error(error);

@@ -8,13 +8,11 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 
 use super::QueueError;
-use super::record::{
-    DeadLetterRow, NewDeadLetter, NewRow, QueuedRow, Selection, Stats, StoredMeta, now_ms,
-    source_from_str,
-};
+use super::capacity::{Capacity, Limits};
+use super::record::{NewRow, QueuedRow, Stats, StoredMeta, source_from_str};
 use super::schema;
 use crate::message::SourceKind;
 
@@ -22,15 +20,26 @@ pub struct Store {
     connection: Connection,
     /// Whether commits currently wait for the disk (`synchronous = FULL`).
     full_sync: bool,
+    /// Whether new rows and dead letters fit (see [`super::capacity`]).
+    capacity: Capacity,
 }
 
 const QUEUED_COLUMNS: &str = "id, source, topic, payload, metadata, attempts, next_attempt_at, last_error, created_at, order_key";
 
 impl Store {
+    /// Opens the file without a cap (`ilagent queue`).
     pub fn open(path: &Path) -> Result<Store, QueueError> {
+        Store::open_with(path, Limits::UNLIMITED)
+    }
+
+    /// Opens the file; new data must fit `limits`.
+    pub fn open_with(path: &Path, limits: Limits) -> Result<Store, QueueError> {
+        let connection = schema::open(path)?;
+        let capacity = Capacity::new(&connection, path, limits)?;
         Ok(Store {
-            connection: schema::open(path)?,
+            connection,
             full_sync: true,
+            capacity,
         })
     }
 
@@ -50,16 +59,21 @@ impl Store {
         Ok(())
     }
 
-    /// Appends the rows in one transaction; returns their ids in the same order.
+    #[cfg(test)]
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Appends the rows in one transaction, if they fit ([`QueueError::Full`] if not);
+    /// returns their ids in the same order.
     pub fn insert<'a>(
         &mut self,
-        rows: impl IntoIterator<Item = &'a NewRow>,
+        rows: impl IntoIterator<Item = &'a NewRow> + Clone,
     ) -> Result<Vec<i64>, QueueError> {
         self.sync(true)?;
-        let tx = self.connection.transaction().map_err(sql("begin insert"))?;
-        let ids = insert_rows(&tx, rows)?;
-        tx.commit().map_err(sql("commit insert"))?;
-        Ok(ids)
+        let incoming = rows.clone().into_iter().map(NewRow::stored_bytes).sum();
+        self.capacity
+            .write_new(&mut self.connection, incoming, |tx| insert_rows(tx, rows))
     }
 
     /// Up to `limit` rows that are due at `now_ms` and are the oldest of their order key,
@@ -176,26 +190,28 @@ impl Store {
 
     /// Removes a delivered (or skipped) row.
     pub fn delete(&mut self, id: i64) -> Result<(), QueueError> {
-        self.sync(false)?;
-        self.connection
-            .execute("DELETE FROM queue WHERE id = ?1", [id])
-            .map_err(sql("delete"))?;
-        Ok(())
+        self.draining(|connection| {
+            connection
+                .execute("DELETE FROM queue WHERE id = ?1", [id])
+                .map_err(sql("delete"))?;
+            Ok(())
+        })
     }
 
     /// Removes delivered rows, in one transaction.
     pub fn delete_many(&mut self, ids: &[i64]) -> Result<(), QueueError> {
-        self.sync(false)?;
-        let tx = self.connection.transaction().map_err(sql("begin delete"))?;
-        {
-            let mut statement = tx
-                .prepare_cached("DELETE FROM queue WHERE id = ?1")
-                .map_err(sql("prepare delete"))?;
-            for id in ids {
-                statement.execute([id]).map_err(sql("delete"))?;
+        self.draining(|connection| {
+            let tx = connection.transaction().map_err(sql("begin delete"))?;
+            {
+                let mut statement = tx
+                    .prepare_cached("DELETE FROM queue WHERE id = ?1")
+                    .map_err(sql("prepare delete"))?;
+                for id in ids {
+                    statement.execute([id]).map_err(sql("delete"))?;
+                }
             }
-        }
-        tx.commit().map_err(sql("commit delete"))
+            tx.commit().map_err(sql("commit delete"))
+        })
     }
 
     /// Records a failed attempt and when to try again.
@@ -206,66 +222,28 @@ impl Store {
         next_attempt_at_ms: i64,
         error: &str,
     ) -> Result<(), QueueError> {
-        self.sync(false)?;
-        self.connection
-            .execute(
-                "UPDATE queue SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE id = ?1",
-                params![id, attempts, next_attempt_at_ms, error],
-            )
-            .map_err(sql("schedule a retry"))?;
-        Ok(())
+        self.draining(|connection| {
+            connection
+                .execute(
+                    "UPDATE queue SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE id = ?1",
+                    params![id, attempts, next_attempt_at_ms, error],
+                )
+                .map_err(sql("schedule a retry"))?;
+            Ok(())
+        })
     }
 
-    /// Moves a queued row to the dead letters, in one transaction.
-    pub fn dead_letter_queued(
+    /// Runs a write that settles queued rows (no new data, no wait for the disk): one that
+    /// meets a full disk or file marks the queue full as a refused insert does, and one
+    /// that succeeds while it is full looks whether there is room again.
+    fn draining<T>(
         &mut self,
-        id: i64,
-        kind: &str,
-        reason: &str,
-        attempts: u32,
-    ) -> Result<(), QueueError> {
+        write: impl FnOnce(&mut Connection) -> Result<T, QueueError>,
+    ) -> Result<T, QueueError> {
         self.sync(false)?;
-        let tx = self
-            .connection
-            .transaction()
-            .map_err(sql("begin dead letter"))?;
-        tx.execute(
-            "INSERT INTO dead_letters
-                 (queue_id, source, topic, payload, metadata, order_key, kind, reason, attempts, created_at, failed_at)
-             SELECT id, source, topic, payload, metadata, order_key, ?2, ?3, ?4, created_at, ?5
-             FROM queue WHERE id = ?1",
-            params![id, kind, reason, attempts, now_ms()],
-        )
-        .map_err(sql("write the dead letter"))?;
-        tx.execute("DELETE FROM queue WHERE id = ?1", [id])
-            .map_err(sql("delete the dead-lettered row"))?;
-        tx.commit().map_err(sql("commit dead letter"))
-    }
-
-    /// Records a message that never was in the queue (a non-buffered source's).
-    pub fn add_dead_letter(&mut self, letter: &NewDeadLetter) -> Result<i64, QueueError> {
-        self.sync(true)?;
-        self.connection
-            .execute(
-                "INSERT INTO dead_letters
-                     (queue_id, source, topic, payload, metadata, order_key, kind, reason, attempts, created_at, failed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    letter.queue_id,
-                    letter.source.as_str(),
-                    letter.topic,
-                    letter.payload,
-                    letter.meta.to_json(),
-                    letter.order_key,
-                    letter.kind,
-                    letter.reason,
-                    letter.attempts,
-                    letter.created_at_ms,
-                    now_ms()
-                ],
-            )
-            .map_err(sql("write the dead letter"))?;
-        Ok(self.connection.last_insert_rowid())
+        let result = write(&mut self.connection);
+        self.capacity.note(&self.connection, &result);
+        result
     }
 
     /// Readiness: takes the write lock and lets it go (a file that cannot be written, or
@@ -274,6 +252,7 @@ impl Store {
         self.connection
             .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
             .map_err(sql("take the write lock"))?;
+        self.capacity.refresh(&self.connection);
         self.stats()
     }
 
@@ -330,104 +309,6 @@ impl Store {
         rows.collect::<Result<_, _>>()
             .map_err(sql("list the queue"))
     }
-
-    /// The oldest `limit` dead letters.
-    pub fn list_dead_letters(&self, limit: u32) -> Result<Vec<DeadLetterRow>, QueueError> {
-        let mut statement = self
-            .connection
-            .prepare(
-                "SELECT id, queue_id, source, topic, payload, kind, reason, attempts, created_at, failed_at
-                 FROM dead_letters ORDER BY id LIMIT ?1",
-            )
-            .map_err(sql("prepare list"))?;
-        let rows = statement
-            .query_map([limit], |row| {
-                Ok(DeadLetterRow {
-                    id: row.get(0)?,
-                    queue_id: row.get(1)?,
-                    source: source_from_str(&row.get::<_, String>(2)?),
-                    topic: row.get(3)?,
-                    payload: row.get(4)?,
-                    kind: row.get(5)?,
-                    reason: row.get(6)?,
-                    attempts: row.get(7)?,
-                    created_at_ms: row.get(8)?,
-                    failed_at_ms: row.get(9)?,
-                })
-            })
-            .map_err(sql("list the dead letters"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(sql("list the dead letters"))
-    }
-
-    /// Moves dead letters back into the queue with their attempts reset. A letter goes
-    /// back under its old queue id when it had one, so it is again ahead of the later
-    /// messages of its key; others are appended.
-    pub fn requeue(&mut self, selection: &Selection) -> Result<usize, QueueError> {
-        let tx = self
-            .connection
-            .transaction()
-            .map_err(sql("begin requeue"))?;
-        let ids = selected_ids(&tx, selection)?;
-        for id in &ids {
-            let queue_id: Option<i64> = tx
-                .query_row(
-                    "SELECT queue_id FROM dead_letters WHERE id = ?1",
-                    [id],
-                    |row| row.get(0),
-                )
-                .map_err(sql("read the dead letter"))?;
-            let free = match queue_id {
-                Some(queue_id) => tx
-                    .query_row("SELECT 1 FROM queue WHERE id = ?1", [queue_id], |_| Ok(()))
-                    .optional()
-                    .map_err(sql("check the queue id"))?
-                    .is_none(),
-                None => false,
-            };
-            tx.execute(
-                "INSERT INTO queue (id, source, topic, payload, metadata, order_key, created_at)
-                 SELECT CASE WHEN ?2 THEN queue_id END, source, topic, payload, metadata, order_key, created_at
-                 FROM dead_letters WHERE id = ?1",
-                params![id, free],
-            )
-            .map_err(sql("requeue"))?;
-            tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])
-                .map_err(sql("requeue"))?;
-        }
-        tx.commit().map_err(sql("commit requeue"))?;
-        Ok(ids.len())
-    }
-
-    /// Deletes dead letters for good.
-    pub fn purge(&mut self, selection: &Selection) -> Result<usize, QueueError> {
-        let tx = self.connection.transaction().map_err(sql("begin purge"))?;
-        let ids = selected_ids(&tx, selection)?;
-        for id in &ids {
-            tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])
-                .map_err(sql("purge"))?;
-        }
-        tx.commit().map_err(sql("commit purge"))?;
-        Ok(ids.len())
-    }
-}
-
-/// The ids of the selected dead letters that exist.
-fn selected_ids(tx: &Connection, selection: &Selection) -> Result<Vec<i64>, QueueError> {
-    let all: Vec<i64> = {
-        let mut statement = tx
-            .prepare("SELECT id FROM dead_letters ORDER BY id")
-            .map_err(sql("list the dead letters"))?;
-        let ids = statement
-            .query_map([], |row| row.get(0))
-            .map_err(sql("list the dead letters"))?;
-        ids.collect::<Result<_, _>>()
-            .map_err(sql("list the dead letters"))?
-    };
-    Ok(match selection {
-        Selection::All => all,
-        Selection::Ids(wanted) => all.into_iter().filter(|id| wanted.contains(id)).collect(),
-    })
 }
 
 fn queued_row(row: &Row<'_>) -> rusqlite::Result<QueuedRow> {
@@ -477,6 +358,7 @@ fn sql(what: &'static str) -> impl Fn(rusqlite::Error) -> QueueError {
     move |error| QueueError::sqlite(what.to_string(), error)
 }
 
+mod dead_letters;
 mod legacy;
 
 pub use legacy::Imported;

@@ -89,8 +89,8 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
     // Kafka without a dead-letter topic keeps its dead letters in the file.
     let kafka_needs_file = config.kafka.as_ref().is_some_and(|k| k.dlq_topic.is_none());
     let queue = if config.mqtt.is_some() || config.http.is_some() || kafka_needs_file {
-        let path = config.db_file.clone();
-        match tokio::task::spawn_blocking(move || Queue::open(&path)).await {
+        let (path, limits) = (config.db_file.clone(), config.queue_limits);
+        match tokio::task::spawn_blocking(move || Queue::open(&path, limits)).await {
             Ok(Ok(queue)) => Some(queue),
             Ok(Err(error)) => return Exit::Failed(error.to_string()),
             Err(error) => return Exit::Failed(format!("cannot open the SQLite file: {error}")),

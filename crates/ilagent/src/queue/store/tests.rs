@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::message::SourceKind;
+use crate::queue::record::{NewDeadLetter, Selection, now_ms};
 
 fn row(key: Option<&str>, payload: &str) -> NewRow {
     NewRow {

@@ -4,14 +4,15 @@
 //! Validation is mapping's own ([`crate::mapping::map`] with the ilert schema as it is),
 //! so the proxy and the queue worker can never disagree about what a valid event is: a
 //! body refused here would have been rejected by ilert, and a body stored here maps to
-//! the same event when it is delivered. Nothing is stored for a refused request.
+//! the same event when it is delivered. Nothing is stored for a refused request; a queue
+//! that is full (`--queue_max_size`, or the disk) or failing answers 503 with `Retry-After`.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{MatchedPath, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -118,14 +119,32 @@ async fn accept(
         Err(queue_error) => {
             // Nothing was committed, nothing is promised: the client sends it again.
             events::queue_error(&queue_error);
-            refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "QUEUE_UNAVAILABLE",
-                &format!("the event could not be stored, send it again: {queue_error}"),
-            )
+            let (code, reason) = if queue_error.is_full() {
+                (
+                    "QUEUE_FULL",
+                    format!(
+                        "the agent's queue is full, nothing was stored: send the event again later ({queue_error})"
+                    ),
+                )
+            } else {
+                (
+                    "QUEUE_UNAVAILABLE",
+                    format!("the event could not be stored, send it again: {queue_error}"),
+                )
+            };
+            let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, code, &reason);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            response
         }
     }
 }
+
+/// What a client that got 503 because the queue could not take the event should wait
+/// before it sends it again: long enough for deliveries to make room, short enough that
+/// the event is not delayed much once there is.
+const RETRY_AFTER_SECONDS: u32 = 10;
 
 /// `application/json`, with or without parameters (`; charset=utf-8`), or `+json` types.
 fn is_json(headers: &HeaderMap) -> bool {

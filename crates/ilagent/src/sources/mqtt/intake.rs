@@ -208,19 +208,46 @@ pub async fn buffered(
             });
             acks.push((ack, epoch));
         }
-        let written = rows.len();
-        if !write_until_committed(&queue, Arc::new(rows), &shutdown).await {
-            // Shutdown before the commit: nothing is acknowledged, the broker redelivers.
-            break;
-        }
-        events::queue_written(SourceKind::Mqtt, written);
-        wake.new_rows();
-        for (ack, epoch) in acks {
-            if let Some(ack) = ack {
-                acker.ack(&ack, epoch, None).await;
+        let mut acks = acks.into_iter();
+        for chunk in chunks(rows) {
+            let written = chunk.len();
+            if !write_until_committed(&queue, Arc::new(chunk), &shutdown).await {
+                // Shutdown before the commit: nothing more is acknowledged, the broker
+                // redelivers the rest.
+                return;
+            }
+            events::queue_written(SourceKind::Mqtt, written);
+            wake.new_rows();
+            for (ack, epoch) in acks.by_ref().take(written) {
+                if let Some(ack) = ack {
+                    acker.ack(&ack, epoch, None).await;
+                }
             }
         }
     }
+}
+
+/// Payload bytes one buffered commit takes at most (a larger message alone).
+const CHUNK_BYTES: u64 = 1 << 20;
+
+/// `rows` in arrival order, cut into commits of at most [`CHUNK_BYTES`]: a commit must fit
+/// in the queue as a whole, and one of a few large messages fits where a whole batch of
+/// them might never (see `crate::queue::capacity`).
+fn chunks(rows: Vec<NewRow>) -> Vec<Vec<NewRow>> {
+    let mut chunks: Vec<Vec<NewRow>> = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        let size = row.stored_bytes();
+        match chunks.last_mut() {
+            Some(chunk) if bytes + size <= CHUNK_BYTES => chunk.push(row),
+            _ => {
+                bytes = 0;
+                chunks.push(vec![row]);
+            }
+        }
+        bytes += size;
+    }
+    chunks
 }
 
 /// Retries a failing commit (disk full, file locked) until it works or shutdown comes.
@@ -235,8 +262,43 @@ async fn write_until_committed(
             let rows = Arc::clone(&rows);
             async move { queue.insert(rows).await.map_err(QueueError::retryable) }
         },
-        |error| events::queue_error(error),
+        events::queue_error,
     )
     .await
     .is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(bytes: usize) -> NewRow {
+        NewRow {
+            source: SourceKind::Mqtt,
+            topic: String::new(),
+            payload: vec![0; bytes],
+            meta: StoredMeta::default(),
+            order_key: None,
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn buffered_commits_take_at_most_a_mebibyte_and_a_larger_message_alone_in_order() {
+        let sizes = [400 << 10, 400 << 10, 400 << 10, 3 << 20, 10, 20];
+        let cut = chunks(sizes.iter().map(|&n| row(n)).collect());
+        let lengths: Vec<Vec<usize>> = cut
+            .iter()
+            .map(|c| c.iter().map(|r| r.payload.len()).collect())
+            .collect();
+        assert_eq!(
+            lengths,
+            [
+                vec![400 << 10, 400 << 10],
+                vec![400 << 10],
+                vec![3 << 20],
+                vec![10, 20]
+            ]
+        );
+    }
 }

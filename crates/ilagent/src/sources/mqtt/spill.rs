@@ -105,7 +105,7 @@ async fn delete_delivered(
                         .map_err(QueueError::retryable)
                 }
             },
-            |error| events::queue_error(error),
+            events::queue_error,
         )
         .await;
         if deleted.is_none() {
@@ -211,7 +211,7 @@ impl Spill {
                         .map_err(QueueError::retryable)
                 }
             },
-            |error| events::queue_error(error),
+            events::queue_error,
         )
         .await;
         let Some(ids) = written else {
