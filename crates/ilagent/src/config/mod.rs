@@ -15,7 +15,7 @@ use crate::delivery::{Backoff, Budget, Budgets, RetryPolicy};
 use crate::ilert::{ClientSettings, EventPath};
 use crate::mapping::{FieldPath, Filter, MappingConfig, PolicyMapping};
 use crate::secret::Secret;
-use crate::sources::http::HttpConfig;
+use crate::sources::http::{HttpConfig, ServerLimits};
 
 mod kafka;
 mod mqtt;
@@ -148,6 +148,8 @@ pub struct DaemonConfig {
     pub http: Option<HttpConfig>,
     /// `--metrics_port`: probes and metrics on a port of their own.
     pub metrics_port: Option<u16>,
+    /// Connection cap and read timeouts of every port served (`-p`, `--metrics_port`).
+    pub server: ServerLimits,
     pub kafka: Option<KafkaConfig>,
     pub mqtt: Option<MqttConfig>,
     pub topics: Topics,
@@ -252,6 +254,7 @@ impl DaemonConfig {
             heartbeat,
             http,
             metrics_port: args.metrics_port,
+            server: server_limits(args)?,
             kafka,
             mqtt,
             topics,
@@ -338,6 +341,35 @@ fn http_config(args: &DaemonArgs) -> Result<Option<HttpConfig>, UsageError> {
         token,
         max_body: args.http_max_body,
     }))
+}
+
+/// The limits of the HTTP server; checked only when something is served (`-p` or
+/// `--metrics_port`), as the other proxy flags are.
+fn server_limits(args: &DaemonArgs) -> Result<ServerLimits, UsageError> {
+    let limits = ServerLimits {
+        max_connections: args.http_max_connections,
+        header_timeout: args.http_header_timeout,
+        body_timeout: args.http_body_timeout,
+    };
+    if args.port.is_none() && args.metrics_port.is_none() {
+        return Ok(limits);
+    }
+    if limits.max_connections == 0 {
+        return Err(UsageError::new(
+            "--http_max_connections must be at least 1: it is how many connections each port serves at once, e.g. --http_max_connections 1024",
+        ));
+    }
+    if limits.header_timeout.is_zero() {
+        return Err(UsageError::new(
+            "--http_header_timeout must be longer than 0: it is how long a client may take to send a request's headers, e.g. --http_header_timeout 10s",
+        ));
+    }
+    if limits.body_timeout.is_zero() {
+        return Err(UsageError::new(
+            "--http_body_timeout must be longer than 0: it is how long a client may take to send a request's body, e.g. --http_body_timeout 30s",
+        ));
+    }
+    Ok(limits)
 }
 
 fn agent_heartbeat(args: &DaemonArgs) -> Result<Option<AgentHeartbeat>, UsageError> {

@@ -120,7 +120,7 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
         "ilagent daemon started"
     );
 
-    let mut supervisor = Supervisor::new(shutdown.clone());
+    let mut supervisor = Supervisor::new(shutdown.clone(), config.server);
     if let Some(kafka) = config.kafka.clone() {
         let source = KafkaSource {
             config: kafka,
@@ -180,7 +180,7 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
                 .await
                 .map_err(|e| format!("the queue worker failed: {e}"))
         });
-        supervisor.serve(listener, api.merge(endpoints::router(ops.clone())));
+        supervisor.serve("proxy", listener, api.merge(endpoints::router(ops.clone())));
     }
     if let (None, Some(queue), true) = (&config.http, queue.clone(), proxy_rows_waiting) {
         // Rows of the proxy's kind without -p: left by an earlier run, or by ilagent 0.9.
@@ -198,7 +198,7 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
         });
     }
     if let Some(listener) = metrics_listener {
-        supervisor.serve(listener, endpoints::router(ops));
+        supervisor.serve("metrics", listener, endpoints::router(ops));
     }
     if let Some(heartbeat) = config.heartbeat.clone() {
         supervisor.spawn(

@@ -10,13 +10,21 @@
 //!   waits its own backoff, up to `--backoff_max` (60 s).
 //! - [`heartbeat`] forwards pings at once, never queued.
 //! - [`reply`] shapes errors as ilert does and checks `--http_token` on `/api/*`.
+//! - [`limits`] gives request bodies a deadline (`--http_body_timeout`).
+//! - [`server`] serves the proxy's port and `--metrics_port`: the connection cap and the
+//!   header timeout, and graceful shutdown.
 //!
 //! The operations endpoints (`/health`, `/ready`, `/metrics`) are merged in by the daemon
 //! ([`crate::observe::endpoints`]); the token does not apply to them.
 
 mod heartbeat;
 mod intake;
+mod limits;
 mod reply;
+mod server;
+
+pub use server::ServerLimits;
+pub(crate) use server::serve;
 
 use std::collections::HashSet;
 use std::net::IpAddr;

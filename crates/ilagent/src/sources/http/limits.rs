@@ -1,0 +1,189 @@
+//! Per-request limits of the proxy: how long a request body may take to arrive
+//! (`--http_body_timeout`).
+//!
+//! It exists so that a slow client costs the agent a bounded amount of memory and tasks,
+//! and is told so, instead of holding a request open for as long as it likes.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::Sleep;
+
+/// The error a request body yields when `--http_body_timeout` passed before it was all
+/// there. [`timed_out_body`] finds it behind the extractors' rejections.
+#[derive(Debug)]
+pub(crate) struct BodyTimedOut(Duration);
+
+impl fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the body did not arrive within {} (--http_body_timeout): send it faster, or raise the flag",
+            humantime::format_duration(self.0)
+        )
+    }
+}
+
+impl StdError for BodyTimedOut {}
+
+/// The [`BodyTimedOut`] somewhere in `error`'s chain of sources, if that is why reading the
+/// body failed.
+pub(crate) fn timed_out_body<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a BodyTimedOut> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(timed_out) = error.downcast_ref::<BodyTimedOut>() {
+            return Some(timed_out);
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// A request body with a deadline for all of it, counted from the end of the headers.
+///
+/// Not `tower_http::timeout::RequestBodyTimeout`: that one restarts its timer with every
+/// frame, so a client sending one byte a second would never be cut off. Data that is
+/// already there is handed on even past the deadline; only waiting beyond it fails.
+pub(crate) struct DeadlineBody<B> {
+    inner: B,
+    deadline: Pin<Box<Sleep>>,
+    timeout: Duration,
+    expired: bool,
+}
+
+impl<B> DeadlineBody<B> {
+    pub(crate) fn new(inner: B, timeout: Duration) -> Self {
+        DeadlineBody {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+            expired: false,
+        }
+    }
+}
+
+impl<B> Body for DeadlineBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    this.expired = true;
+                    Poll::Ready(Some(Err(Box::new(BodyTimedOut(this.timeout)))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.expired || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::{FromRequest, Request};
+
+    /// `len` bytes, one every `every`.
+    struct Trickle {
+        len: usize,
+        every: Duration,
+        next: Pin<Box<Sleep>>,
+    }
+
+    fn trickle(len: usize, every: Duration) -> Trickle {
+        Trickle {
+            len,
+            every,
+            next: Box::pin(tokio::time::sleep(every)),
+        }
+    }
+
+    impl Body for Trickle {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            let this = self.get_mut();
+            if this.len == 0 {
+                return Poll::Ready(None);
+            }
+            match this.next.as_mut().poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(()) => {
+                    this.len -= 1;
+                    let every = this.every;
+                    this.next
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + every);
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
+                }
+            }
+        }
+    }
+
+    async fn read(
+        body: impl Body<Data = Bytes, Error = std::io::Error> + Unpin + Send + 'static,
+        timeout: Duration,
+    ) -> Result<Bytes, axum::extract::rejection::BytesRejection> {
+        let request = Request::new(axum::body::Body::new(DeadlineBody::new(body, timeout)));
+        Bytes::from_request(request, &()).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_trickling_a_byte_a_second_fails_at_the_deadline_not_later() {
+        let started = tokio::time::Instant::now();
+        let rejection = read(trickle(100, Duration::from_secs(1)), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        let timed_out = timed_out_body(&rejection).expect("the rejection says why");
+        assert!(
+            timed_out.to_string().contains("5s (--http_body_timeout)"),
+            "{timed_out}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_arrives_in_time_is_read_whole() {
+        let body = read(trickle(4, Duration::from_secs(1)), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"xxxx");
+    }
+
+    #[test]
+    fn other_body_errors_are_not_timeouts() {
+        let other = std::io::Error::other("connection reset");
+        assert!(timed_out_body(&other).is_none());
+    }
+}
