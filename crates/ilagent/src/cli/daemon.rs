@@ -48,6 +48,16 @@ pub struct DaemonArgs {
     )]
     pub http_max_connections: usize,
 
+    /// Requests to /api/* handled at once; beyond it they get 503 with Retry-After
+    /// (/health, /ready and /metrics do not count).
+    #[arg(
+        long,
+        env = "ILAGENT_HTTP_MAX_IN_FLIGHT",
+        default_value_t = 256,
+        help_heading = "HTTP proxy"
+    )]
+    pub http_max_in_flight: usize,
+
     /// Time to send a request's headers, counted from when the connection opened or its
     /// last answer went out: slow clients and idle keep-alive connections are closed after it.
     #[arg(long, env = "ILAGENT_HTTP_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "10s", help_heading = "HTTP proxy")]

@@ -335,11 +335,17 @@ fn http_config(args: &DaemonArgs) -> Result<Option<HttpConfig>, UsageError> {
             "--http_max_body must be larger than 0: ilert events need room, e.g. --http_max_body 1MiB",
         ));
     }
+    if args.http_max_in_flight == 0 {
+        return Err(UsageError::new(
+            "--http_max_in_flight must be at least 1: it is how many /api requests are handled at once, e.g. --http_max_in_flight 256",
+        ));
+    }
     Ok(Some(HttpConfig {
         bind: args.http_bind,
         port,
         token,
         max_body: args.http_max_body,
+        max_in_flight: args.http_max_in_flight,
     }))
 }
 

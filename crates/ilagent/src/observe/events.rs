@@ -427,6 +427,15 @@ pub fn http_accept_failed(listener: &'static str, error: &std::io::Error, max: u
     );
 }
 
+/// An `/api/*` request got 503 because `--http_max_in_flight` requests were under way.
+pub fn http_overloaded(max: usize) {
+    http_request("overloaded", 503);
+    tracing::debug!(
+        max,
+        "request refused with 503: --http_max_in_flight requests under way"
+    );
+}
+
 /// The agent's own heartbeat (`-b`): `pinged`, `failed`, or `skipped` while not healthy.
 pub fn agent_heartbeat(result: &'static str, detail: &str) {
     metrics::counter!(AGENT_HEARTBEATS, "result" => result).increment(1);

@@ -1,19 +1,81 @@
-//! Per-request limits of the proxy: how long a request body may take to arrive
+//! Per-request limits of the proxy: how many `/api/*` requests run at once
+//! (`--http_max_in_flight`) and how long a request body may take to arrive
 //! (`--http_body_timeout`).
 //!
-//! It exists so that a slow client costs the agent a bounded amount of memory and tasks,
-//! and is told so, instead of holding a request open for as long as it likes.
+//! Both exist so that a flood or a slow client costs the agent a bounded amount of memory,
+//! tasks and SQLite work, and is told so at once, instead of requests piling up until
+//! clients time out. The operations endpoints are outside the in-flight limit on purpose:
+//! an orchestrator's probe must not fail because of a flood on `/api`.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use http_body::{Body, Frame, SizeHint};
+use tokio::sync::Semaphore;
 use tokio::time::Sleep;
+
+use super::reply::error;
+use crate::observe::events;
+
+/// What a client is told to wait after a 503 for too many requests: most requests are
+/// done within milliseconds (one SQLite commit), so a second is plenty and keeps clients
+/// from hammering.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// `--http_max_in_flight`: slots for `/api/*` requests, shared by every route.
+#[derive(Clone)]
+pub(crate) struct InFlight {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl InFlight {
+    pub(crate) fn new(max: usize) -> Self {
+        InFlight {
+            // Semaphore::new panics above MAX_PERMITS; no proxy gets near it anyway.
+            slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+            max,
+        }
+    }
+}
+
+/// Middleware: a request runs only if a slot is free, else it gets 503 with `Retry-After`
+/// at once. Nothing has been read or stored then, so the client simply sends it again.
+/// The slot is held until the handler has answered (the answer bodies are small and
+/// already complete by then).
+pub(crate) async fn limit_in_flight(
+    State(limit): State<InFlight>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Ok(_slot) = Arc::clone(&limit.slots).try_acquire_owned() else {
+        events::http_overloaded(limit.max);
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "OVERLOADED",
+            &format!(
+                "the agent is handling {} requests already (--http_max_in_flight): send it again after the Retry-After seconds",
+                limit.max
+            ),
+        );
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
+        return response;
+    };
+    next.run(request).await
+}
 
 /// The error a request body yields when `--http_body_timeout` passed before it was all
 /// there. [`timed_out_body`] finds it behind the extractors' rejections.
@@ -108,7 +170,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::extract::{FromRequest, Request};
+    use axum::extract::FromRequest;
 
     /// `len` bytes, one every `every`.
     struct Trickle {
