@@ -16,7 +16,8 @@ pub struct DaemonArgs {
     #[arg(short = 'p', long, env = "ILAGENT_PORT", help_heading = "Sources")]
     pub port: Option<u16>,
 
-    /// Address the HTTP proxy listens on (`127.0.0.1` keeps it to this machine).
+    /// Address the HTTP proxy and --metrics_port listen on (`127.0.0.1` keeps them to this
+    /// machine).
     #[arg(
         long,
         env = "ILAGENT_HTTP_BIND",
@@ -68,7 +69,8 @@ pub struct DaemonArgs {
     #[arg(long, env = "ILAGENT_HTTP_BODY_TIMEOUT", value_parser = parse_duration, default_value = "30s", help_heading = "HTTP proxy")]
     pub http_body_timeout: Duration,
 
-    /// Serve /health, /ready and /metrics on this port (they are also on -p's port).
+    /// Serve /health, /ready and /metrics on this port too, on the --http_bind address (-p's
+    /// port serves them as well).
     #[arg(long, env = "ILAGENT_METRICS_PORT", help_heading = "HTTP proxy")]
     pub metrics_port: Option<u16>,
 

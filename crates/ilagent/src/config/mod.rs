@@ -5,6 +5,7 @@
 //! downstream re-validates: a config that exists is a config that makes sense.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -146,8 +147,9 @@ pub struct DaemonConfig {
     pub heartbeat: Option<AgentHeartbeat>,
     /// The HTTP proxy (`-p`).
     pub http: Option<HttpConfig>,
-    /// `--metrics_port`: probes and metrics on a port of their own.
-    pub metrics_port: Option<u16>,
+    /// `--metrics_port` on the `--http_bind` address: probes and metrics on a port of
+    /// their own.
+    pub metrics_addr: Option<SocketAddr>,
     /// Connection cap and read timeouts of every port served (`-p`, `--metrics_port`).
     pub server: ServerLimits,
     pub kafka: Option<KafkaConfig>,
@@ -253,7 +255,9 @@ impl DaemonConfig {
             db_file: global.file.clone(),
             heartbeat,
             http,
-            metrics_port: args.metrics_port,
+            metrics_addr: args
+                .metrics_port
+                .map(|port| SocketAddr::new(args.http_bind, port)),
             server: server_limits(args)?,
             kafka,
             mqtt,

@@ -63,13 +63,11 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
         },
         None => None,
     };
-    let metrics_listener = match config.metrics_port {
-        Some(port) => {
-            match listen(SocketAddr::from(([0, 0, 0, 0], port)), "--metrics_port").await {
-                Ok(listener) => Some(listener),
-                Err(error) => return Exit::Failed(error),
-            }
-        }
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => match listen(addr, "--metrics_port").await {
+            Ok(listener) => Some(listener),
+            Err(error) => return Exit::Failed(error),
+        },
         None => None,
     };
     let metrics = if proxy_listener.is_some() || metrics_listener.is_some() {
