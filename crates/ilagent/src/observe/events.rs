@@ -35,6 +35,7 @@ pub const COMPONENT_READY: &str = "ilagent_component_ready";
 pub const HTTP_REQUESTS: &str = "ilagent_http_requests_total";
 pub const HTTP_CONNECTIONS: &str = "ilagent_http_connections";
 pub const HTTP_HEADER_TIMEOUTS: &str = "ilagent_http_header_timeouts_total";
+pub const HTTP_IN_FLIGHT: &str = "ilagent_http_requests_in_flight";
 pub const AGENT_HEARTBEATS: &str = "ilagent_agent_heartbeats_total";
 pub const HEARTBEATS_COALESCED: &str = "ilagent_heartbeats_coalesced_total";
 
@@ -425,6 +426,12 @@ pub fn http_accept_failed(listener: &'static str, error: &std::io::Error, max: u
         %error,
         "cannot accept an HTTP connection: if it says too many open files, raise the open-files limit (ulimit -n, LimitNOFILE) above --http_max_connections ({max}) or lower the flag"
     );
+}
+
+/// An `/api/*` request took (`delta` 1) or gave back (-1) one of the
+/// `--http_max_in_flight` slots.
+pub fn http_in_flight(delta: f64) {
+    metrics::gauge!(HTTP_IN_FLIGHT).increment(delta);
 }
 
 /// An `/api/*` request got 503 because `--http_max_in_flight` requests were under way.

@@ -21,7 +21,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
 use super::reply::error;
@@ -58,7 +58,7 @@ pub(crate) async fn limit_in_flight(
     request: Request,
     next: Next,
 ) -> Response {
-    let Ok(_slot) = Arc::clone(&limit.slots).try_acquire_owned() else {
+    let Ok(permit) = Arc::clone(&limit.slots).try_acquire_owned() else {
         events::http_overloaded(limit.max);
         let mut response = error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -74,7 +74,27 @@ pub(crate) async fn limit_in_flight(
         );
         return response;
     };
+    let _slot = Slot::taken(permit);
     next.run(request).await
+}
+
+/// A slot while it is taken, counted in `ilagent_http_requests_in_flight`; given back when
+/// the request is answered or its client goes away (hyper drops the handler then).
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    fn taken(permit: OwnedSemaphorePermit) -> Self {
+        events::http_in_flight(1.0);
+        Slot { _permit: permit }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        events::http_in_flight(-1.0);
+    }
 }
 
 /// The error a request body yields when `--http_body_timeout` passed before it was all
