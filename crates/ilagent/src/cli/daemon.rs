@@ -16,7 +16,8 @@ pub struct DaemonArgs {
     #[arg(short = 'p', long, env = "ILAGENT_PORT", help_heading = "Sources")]
     pub port: Option<u16>,
 
-    /// Address the HTTP proxy listens on (`127.0.0.1` keeps it to this machine).
+    /// Address the HTTP proxy and --metrics_port listen on (`127.0.0.1` keeps them to this
+    /// machine).
     #[arg(
         long,
         env = "ILAGENT_HTTP_BIND",
@@ -38,7 +39,38 @@ pub struct DaemonArgs {
     #[arg(long, env = "ILAGENT_HTTP_MAX_BODY", value_parser = parse_size, default_value = "1MiB", help_heading = "HTTP proxy")]
     pub http_max_body: usize,
 
-    /// Serve /health, /ready and /metrics on this port (they are also on -p's port).
+    /// Connections served at once, per port; beyond it new ones wait to be accepted while
+    /// idle keep-alive connections are closed to make room.
+    #[arg(
+        long,
+        env = "ILAGENT_HTTP_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        help_heading = "HTTP proxy"
+    )]
+    pub http_max_connections: usize,
+
+    /// Requests to /api/* handled at once; beyond it they get 503 with Retry-After
+    /// (/health, /ready and /metrics do not count).
+    #[arg(
+        long,
+        env = "ILAGENT_HTTP_MAX_IN_FLIGHT",
+        default_value_t = 256,
+        help_heading = "HTTP proxy"
+    )]
+    pub http_max_in_flight: usize,
+
+    /// Time to send a request's headers, counted from when the connection opened or its
+    /// last answer went out: slow clients and idle keep-alive connections are closed after it.
+    #[arg(long, env = "ILAGENT_HTTP_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "10s", help_heading = "HTTP proxy")]
+    pub http_header_timeout: Duration,
+
+    /// Time to send a request's whole body, counted from the end of its headers; a slower
+    /// one gets 408 and the connection is closed.
+    #[arg(long, env = "ILAGENT_HTTP_BODY_TIMEOUT", value_parser = parse_duration, default_value = "30s", help_heading = "HTTP proxy")]
+    pub http_body_timeout: Duration,
+
+    /// Serve /health, /ready and /metrics on this port too, on the --http_bind address (-p's
+    /// port serves them as well).
     #[arg(long, env = "ILAGENT_METRICS_PORT", help_heading = "HTTP proxy")]
     pub metrics_port: Option<u16>,
 

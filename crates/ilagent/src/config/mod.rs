@@ -5,6 +5,7 @@
 //! downstream re-validates: a config that exists is a config that makes sense.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::ilert::{ClientSettings, EventPath};
 use crate::mapping::{FieldPath, Filter, MappingConfig, PolicyMapping};
 use crate::queue::Limits;
 use crate::secret::Secret;
-use crate::sources::http::HttpConfig;
+use crate::sources::http::{HttpConfig, ServerLimits};
 
 mod kafka;
 mod mqtt;
@@ -149,8 +150,11 @@ pub struct DaemonConfig {
     pub heartbeat: Option<AgentHeartbeat>,
     /// The HTTP proxy (`-p`).
     pub http: Option<HttpConfig>,
-    /// `--metrics_port`: probes and metrics on a port of their own.
-    pub metrics_port: Option<u16>,
+    /// `--metrics_port` on the `--http_bind` address: probes and metrics on a port of
+    /// their own.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Connection cap and read timeouts of every port served (`-p`, `--metrics_port`).
+    pub server: ServerLimits,
     pub kafka: Option<KafkaConfig>,
     pub mqtt: Option<MqttConfig>,
     pub topics: Topics,
@@ -257,7 +261,10 @@ impl DaemonConfig {
             queue_limits,
             heartbeat,
             http,
-            metrics_port: args.metrics_port,
+            metrics_addr: args
+                .metrics_port
+                .map(|port| SocketAddr::new(args.http_bind, port)),
+            server: server_limits(args)?,
             kafka,
             mqtt,
             topics,
@@ -338,11 +345,17 @@ fn http_config(args: &DaemonArgs) -> Result<Option<HttpConfig>, UsageError> {
             "--http_max_body must be larger than 0: ilert events need room, e.g. --http_max_body 1MiB",
         ));
     }
+    if args.http_max_in_flight == 0 {
+        return Err(UsageError::new(
+            "--http_max_in_flight must be at least 1: it is how many /api requests are handled at once, e.g. --http_max_in_flight 256",
+        ));
+    }
     Ok(Some(HttpConfig {
         bind: args.http_bind,
         port,
         token,
         max_body: args.http_max_body,
+        max_in_flight: args.http_max_in_flight,
     }))
 }
 
@@ -391,6 +404,35 @@ fn size_text(bytes: usize) -> String {
     } else {
         bytes.to_string()
     }
+}
+
+/// The limits of the HTTP server; checked only when something is served (`-p` or
+/// `--metrics_port`), as the other proxy flags are.
+fn server_limits(args: &DaemonArgs) -> Result<ServerLimits, UsageError> {
+    let limits = ServerLimits {
+        max_connections: args.http_max_connections,
+        header_timeout: args.http_header_timeout,
+        body_timeout: args.http_body_timeout,
+    };
+    if args.port.is_none() && args.metrics_port.is_none() {
+        return Ok(limits);
+    }
+    if limits.max_connections == 0 {
+        return Err(UsageError::new(
+            "--http_max_connections must be at least 1: it is how many connections each port serves at once, e.g. --http_max_connections 1024",
+        ));
+    }
+    if limits.header_timeout.is_zero() {
+        return Err(UsageError::new(
+            "--http_header_timeout must be longer than 0: it is how long a client may take to send a request's headers, e.g. --http_header_timeout 10s",
+        ));
+    }
+    if limits.body_timeout.is_zero() {
+        return Err(UsageError::new(
+            "--http_body_timeout must be longer than 0: it is how long a client may take to send a request's body, e.g. --http_body_timeout 30s",
+        ));
+    }
+    Ok(limits)
 }
 
 fn agent_heartbeat(args: &DaemonArgs) -> Result<Option<AgentHeartbeat>, UsageError> {

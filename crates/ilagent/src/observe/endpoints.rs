@@ -3,8 +3,9 @@
 //! (`--metrics_port`), never behind the proxy's token: orchestrators and scrapers probe
 //! without credentials, and nothing here reveals a secret.
 //!
-//! The server keeps answering while the daemon drains after SIGINT or SIGTERM, so that
-//! `/health` and `/ready` can say 503 ("stopping") until the process is gone.
+//! The server ([`crate::sources::http::serve`]) keeps answering while the daemon drains
+//! after SIGINT or SIGTERM, so that `/health` and `/ready` can say 503 ("stopping") until
+//! the process is gone.
 
 use axum::Router;
 use axum::extract::State;
@@ -13,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{events, health, prometheus};
@@ -37,18 +37,6 @@ pub fn router(ops: Ops) -> Router {
         .route("/ready", get(readiness))
         .route("/metrics", get(metrics))
         .with_state(ops)
-}
-
-/// Serves `router` on `listener` until `stop`, then lets open requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    stop: CancellationToken,
-) -> Result<(), String> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-        .map_err(|e| format!("the HTTP server failed: {e}"))
 }
 
 async fn version() -> Response {

@@ -37,6 +37,9 @@ pub const RETRY_AFTER_WAIT: &str = "ilagent_retry_after_wait_seconds";
 pub const KAFKA_LAG: &str = "ilagent_kafka_consumer_lag";
 pub const COMPONENT_READY: &str = "ilagent_component_ready";
 pub const HTTP_REQUESTS: &str = "ilagent_http_requests_total";
+pub const HTTP_CONNECTIONS: &str = "ilagent_http_connections";
+pub const HTTP_HEADER_TIMEOUTS: &str = "ilagent_http_header_timeouts_total";
+pub const HTTP_IN_FLIGHT: &str = "ilagent_http_requests_in_flight";
 pub const AGENT_HEARTBEATS: &str = "ilagent_agent_heartbeats_total";
 pub const HEARTBEATS_COALESCED: &str = "ilagent_heartbeats_coalesced_total";
 pub const TRACKED_KEYS: &str = "ilagent_tracked_keys";
@@ -428,6 +431,57 @@ pub fn http_heartbeat_forwarded(key: &crate::secret::Secret, status: u16, reason
     } else {
         tracing::debug!(%key, status, "heartbeat ping forwarded");
     }
+}
+
+/// A connection to one of the agent's ports (`listener`: `proxy` or `metrics`) opened
+/// (`delta` 1) or closed (-1).
+pub fn http_connections(listener: &'static str, delta: f64) {
+    metrics::gauge!(HTTP_CONNECTIONS, "listener" => listener).increment(delta);
+}
+
+/// A connection was closed because no complete request head arrived within
+/// `--http_header_timeout`: a slow client, or a keep-alive connection left idle.
+pub fn http_header_timeout(listener: &'static str) {
+    metrics::counter!(HTTP_HEADER_TIMEOUTS, "listener" => listener).increment(1);
+    tracing::debug!(
+        listener,
+        "HTTP connection closed: no complete request head within --http_header_timeout"
+    );
+}
+
+/// A port reached `--http_max_connections`: new connections wait to be accepted, idle
+/// ones are closed to make room. The caller logs this at most once a minute.
+pub fn http_connections_at_cap(listener: &'static str, max: usize) {
+    tracing::warn!(
+        listener,
+        max,
+        "HTTP connections at --http_max_connections: new ones wait, idle ones are closed; raise the flag if this is normal load"
+    );
+}
+
+/// Accepting a connection failed for a reason other than the client leaving, most often
+/// because the process is out of file descriptors.
+pub fn http_accept_failed(listener: &'static str, error: &std::io::Error, max: usize) {
+    tracing::error!(
+        listener,
+        %error,
+        "cannot accept an HTTP connection: if it says too many open files, raise the open-files limit (ulimit -n, LimitNOFILE) above --http_max_connections ({max}) or lower the flag"
+    );
+}
+
+/// An `/api/*` request took (`delta` 1) or gave back (-1) one of the
+/// `--http_max_in_flight` slots.
+pub fn http_in_flight(delta: f64) {
+    metrics::gauge!(HTTP_IN_FLIGHT).increment(delta);
+}
+
+/// An `/api/*` request got 503 because `--http_max_in_flight` requests were under way.
+pub fn http_overloaded(max: usize) {
+    http_request("overloaded", 503);
+    tracing::debug!(
+        max,
+        "request refused with 503: --http_max_in_flight requests under way"
+    );
 }
 
 /// The agent's own heartbeat (`-b`): `pinged`, `failed`, or `skipped` while not healthy.

@@ -63,13 +63,11 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
         },
         None => None,
     };
-    let metrics_listener = match config.metrics_port {
-        Some(port) => {
-            match listen(SocketAddr::from(([0, 0, 0, 0], port)), "--metrics_port").await {
-                Ok(listener) => Some(listener),
-                Err(error) => return Exit::Failed(error),
-            }
-        }
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => match listen(addr, "--metrics_port").await {
+            Ok(listener) => Some(listener),
+            Err(error) => return Exit::Failed(error),
+        },
         None => None,
     };
     let metrics = if proxy_listener.is_some() || metrics_listener.is_some() {
@@ -123,7 +121,7 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
         "ilagent daemon started"
     );
 
-    let mut supervisor = Supervisor::new(shutdown.clone());
+    let mut supervisor = Supervisor::new(shutdown.clone(), config.server);
     if let Some(kafka) = config.kafka.clone() {
         let source = KafkaSource {
             config: kafka,
@@ -183,7 +181,7 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
                 .await
                 .map_err(|e| format!("the queue worker failed: {e}"))
         });
-        supervisor.serve(listener, api.merge(endpoints::router(ops.clone())));
+        supervisor.serve("proxy", listener, api.merge(endpoints::router(ops.clone())));
     }
     if let (None, Some(queue), true) = (&config.http, queue.clone(), proxy_rows_waiting) {
         // Rows of the proxy's kind without -p: left by an earlier run, or by ilagent 0.9.
@@ -201,7 +199,7 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
         });
     }
     if let Some(listener) = metrics_listener {
-        supervisor.serve(listener, endpoints::router(ops));
+        supervisor.serve("metrics", listener, endpoints::router(ops));
     }
     if let Some(heartbeat) = config.heartbeat.clone() {
         supervisor.spawn(

@@ -17,7 +17,8 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::observe::{endpoints, health};
+use crate::observe::health;
+use crate::sources::http::{self, ServerLimits};
 
 /// Beyond `--shutdown_timeout`, how long tasks get before they are aborted.
 const ABORT_AFTER: Duration = Duration::from_secs(15);
@@ -38,16 +39,19 @@ pub struct Supervisor {
     /// The HTTP servers; they stop on `server_stop`, after every task.
     servers: JoinSet<Result<(), String>>,
     server_stop: CancellationToken,
+    /// Connection cap and read timeouts of every server.
+    limits: ServerLimits,
 }
 
 impl Supervisor {
-    pub fn new(shutdown: CancellationToken) -> Self {
+    pub fn new(shutdown: CancellationToken, limits: ServerLimits) -> Self {
         Supervisor {
             shutdown,
             tasks: JoinSet::new(),
             names: HashMap::new(),
             servers: JoinSet::new(),
             server_stop: CancellationToken::new(),
+            limits,
         }
     }
 
@@ -62,10 +66,16 @@ impl Supervisor {
         self.names.insert(handle.id(), Task { name, component });
     }
 
-    /// Serves `router` on `listener` until every task is done.
-    pub fn serve(&mut self, listener: TcpListener, router: Router) {
-        self.servers
-            .spawn(endpoints::serve(listener, router, self.server_stop.clone()));
+    /// Serves `router` on `listener` until every task is done; `name` labels the port in
+    /// logs and metrics.
+    pub fn serve(&mut self, name: &'static str, listener: TcpListener, router: Router) {
+        self.servers.spawn(http::serve(
+            listener,
+            router,
+            self.limits,
+            name,
+            self.server_stop.clone(),
+        ));
     }
 
     /// Waits for every task; `Err` names the first failure.

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::ApiState;
+use super::limits;
 use super::reply::error;
 use crate::action::Action;
 use crate::message::{Message, Metadata, SourceKind};
@@ -69,6 +70,15 @@ async fn accept(
             return refuse(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", &reason);
         }
         Err(rejection) => {
+            if let Some(timed_out) = limits::timed_out_body(&rejection) {
+                let reason = timed_out.to_string();
+                let mut response = refuse(StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT", &reason);
+                // The rest of the body may still be on its way: the connection is done.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return response;
+            }
             let reason = format!("cannot read the body: {}", rejection.body_text());
             return refuse(StatusCode::BAD_REQUEST, "BAD_REQUEST", &reason);
         }

@@ -10,13 +10,22 @@
 //!   waits its own backoff, up to `--backoff_max` (60 s).
 //! - [`heartbeat`] forwards pings at once, never queued.
 //! - [`reply`] shapes errors as ilert does and checks `--http_token` on `/api/*`.
+//! - [`limits`] caps the `/api/*` requests under way (`--http_max_in_flight`) and gives
+//!   request bodies a deadline (`--http_body_timeout`).
+//! - [`server`] serves the proxy's port and `--metrics_port`: the connection cap and the
+//!   header timeout, and graceful shutdown.
 //!
 //! The operations endpoints (`/health`, `/ready`, `/metrics`) are merged in by the daemon
 //! ([`crate::observe::endpoints`]); the token does not apply to them.
 
 mod heartbeat;
 mod intake;
+mod limits;
 mod reply;
+mod server;
+
+pub use server::ServerLimits;
+pub(crate) use server::serve;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -55,6 +64,8 @@ pub struct HttpConfig {
     pub token: Option<Secret>,
     /// `--http_max_body`, bytes.
     pub max_body: usize,
+    /// `--http_max_in_flight`: `/api/*` requests handled at once.
+    pub max_in_flight: usize,
 }
 
 /// Everything the proxy runs from.
@@ -122,6 +133,10 @@ impl HttpProxy {
                 get(heartbeat::forward).post(heartbeat::forward),
             )
             .layer(DefaultBodyLimit::max(self.config.max_body))
+            .layer(axum::middleware::from_fn_with_state(
+                limits::InFlight::new(self.config.max_in_flight),
+                limits::limit_in_flight,
+            ))
             .with_state(state);
         if let Some(token) = self.config.token.clone() {
             api = api.layer(axum::middleware::from_fn_with_state(
