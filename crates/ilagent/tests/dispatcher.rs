@@ -1,6 +1,7 @@
 //! The key-ordered dispatcher under storms, with the deliverer against the ilert stand-in
 //! over real HTTP and a recording settle step: a key that waits for its rate budget holds
-//! no delivery slot, heartbeat pings coalesce instead of queueing behind their budget.
+//! no delivery slot, heartbeat pings coalesce instead of queueing behind their budget,
+//! messages waiting behind their key without their mapped event are mapped again.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,8 +9,9 @@ use std::time::Duration;
 use ilagent::action::{Action, Outcome};
 use ilagent::delivery::{Budget, Budgets, Deliverer, RetryPolicy};
 use ilagent::ilert::{ClientSettings, Event, EventType, IlertClient};
+use ilagent::mapping::{MappingConfig, MessageKind};
 use ilagent::message::{Message, Metadata, SourceKind};
-use ilagent::pipeline::{Dispatcher, Job, Limits, Settle};
+use ilagent::pipeline::{Dispatcher, Job, Limits, MessageRouter, Settle};
 use ilagent::secret::Secret;
 use ilert_standin::{RequestKind, Scripted, StandIn};
 use tokio_util::sync::CancellationToken;
@@ -315,4 +317,63 @@ async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+#[tokio::test]
+async fn messages_waiting_behind_their_key_are_mapped_again_and_delivered_as_mapped_in_order() {
+    let stand_in = StandIn::start().await.unwrap();
+    let recorder = Recorder::default();
+    let router = MessageRouter::fixed(MessageKind::Event, Arc::new(MappingConfig::default()));
+    // One delivery at a time: every message after the first waits behind its key, and
+    // waits without its mapped event.
+    let dispatcher = dispatcher(deliverer(&stand_in, Budgets::default()), &recorder, 1)
+        .remapping(router.clone());
+    for seq in 0..20 {
+        let payload = serde_json::json!({
+            "integrationKey": "il1remap",
+            "eventType": if seq == 19 { "RESOLVE" } else { "ALERT" },
+            "summary": format!("pump 7 pressure {seq}"),
+            "alertKey": "pump-7",
+            "customDetails": {"seq": seq, "bar": 9.5},
+        });
+        let message = Message {
+            payload: payload.to_string().into_bytes(),
+            meta: Metadata::new(SourceKind::Kafka, "events"),
+        };
+        let action = router.action_for(&message);
+        let slot = dispatcher.try_reserve().expect("the window has room");
+        dispatcher.submit(
+            slot,
+            Job {
+                ticket: format!("m{seq}"),
+                message,
+                action,
+            },
+        );
+    }
+    assert!(
+        recorder
+            .wait_for("m19", Duration::from_secs(20))
+            .await
+            .is_some()
+    );
+
+    let events = stand_in.events();
+    assert_eq!(events.len(), 20);
+    for (seq, event) in events.iter().enumerate() {
+        assert_eq!(
+            event["summary"],
+            format!("pump 7 pressure {seq}"),
+            "in order"
+        );
+        assert_eq!(event["customDetails"]["seq"], seq, "{event}");
+        assert_eq!(event["alertKey"], "pump-7");
+    }
+    assert_eq!(events[19]["eventType"], "RESOLVE");
+    assert!(
+        recorder
+            .outcomes()
+            .iter()
+            .all(|(_, outcome)| matches!(outcome, Outcome::Delivered { .. }))
+    );
 }

@@ -35,6 +35,7 @@ use super::order_key::OrderKey;
 use crate::action::{Action, Outcome};
 use crate::delivery::{Context, Deliverer};
 use crate::message::Message;
+use crate::pipeline::MessageRouter;
 
 /// One unit of work: the message as received, what mapping made of it, and the source's
 /// own handle for settling it (an offset, a packet id, a row id).
@@ -95,9 +96,20 @@ struct Queued<T> {
     slot: Slot,
 }
 
-/// The messages queued behind a key's running task. Boxed, so that a queue's spare
+/// A message waiting behind its key's running task. With a router to map it again
+/// ([`Dispatcher::remapping`]) its action is dropped while it waits: the mapped event (its
+/// custom details above all) costs more memory than the payload it comes from, and most of
+/// a full window waits.
+struct Parked<T> {
+    ticket: T,
+    message: Message,
+    action: Option<Action>,
+    slot: Slot,
+}
+
+/// The messages waiting behind a key's running task. Boxed, so that a queue's spare
 /// capacity costs a pointer per place, not a message.
-type KeyQueue<T> = VecDeque<Box<Queued<T>>>;
+type KeyQueue<T> = VecDeque<Box<Parked<T>>>;
 
 struct Inner<S: Settle> {
     deliverer: Deliverer,
@@ -118,6 +130,8 @@ struct Inner<S: Settle> {
     /// Cancelled by [`Dispatcher::stop_waiting`] when shutdown begins: deliveries that
     /// wait (rate budget, backoff, `Retry-After`) stop at once, requests on the wire finish.
     stop_waiting: CancellationToken,
+    /// Maps parked messages again when their turn comes (`None`: they keep their action).
+    remap: Option<MessageRouter>,
     tasks: TaskTracker,
     runtime: Handle,
     sequence: AtomicU64,
@@ -175,11 +189,23 @@ impl<S: Settle> Dispatcher<S> {
                 keys: Mutex::new(HashMap::new()),
                 abort,
                 stop_waiting: CancellationToken::new(),
+                remap: None,
                 tasks: TaskTracker::new(),
                 runtime: Handle::current(),
                 sequence: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Messages waiting behind their key drop their action and are mapped again with
+    /// `router` when their turn comes: the window then costs about its payloads. For a
+    /// source whose actions are exactly `router`'s (Kafka: mapping is a pure function of the
+    /// message). Call it before the dispatcher is cloned or used; later it changes nothing.
+    pub fn remapping(mut self, router: MessageRouter) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.remap = Some(router);
+        }
+        self
     }
 
     fn kib(&self, bytes: usize) -> u32 {
@@ -264,7 +290,14 @@ impl<S: Settle> Dispatcher<S> {
                     self.coalesce(queued);
                     return;
                 }
-                queue.push_back(Box::new(queued));
+                let Queued { job, slot } = queued;
+                let action = self.inner.remap.is_none().then_some(job.action);
+                queue.push_back(Box::new(Parked {
+                    ticket: job.ticket,
+                    message: job.message,
+                    action,
+                    slot,
+                }));
                 return;
             }
             keys.insert(key.clone(), VecDeque::new());
@@ -333,13 +366,36 @@ async fn run_key<S: Settle>(inner: Arc<Inner<S>>, key: OrderKey, first: Queued<S
         inner.settler.settle(job, outcome).await;
         drop(slot);
         let mut keys = lock(&inner.keys);
-        next = keys
-            .get_mut(&key)
-            .and_then(VecDeque::pop_front)
-            .map(|queued| *queued);
-        if next.is_none() {
+        let parked = keys.get_mut(&key).and_then(VecDeque::pop_front);
+        if parked.is_none() {
             keys.remove(&key);
         }
+        drop(keys);
+        next = parked.map(|parked| unpark(&inner, *parked));
+    }
+}
+
+/// A parked message as a job again, mapped anew if its action was dropped.
+fn unpark<S: Settle>(inner: &Inner<S>, parked: Parked<S::Ticket>) -> Queued<S::Ticket> {
+    let Parked {
+        ticket,
+        message,
+        action,
+        slot,
+    } = parked;
+    let action = match (action, &inner.remap) {
+        (Some(action), _) => action,
+        (None, Some(router)) => router.action_for(&message),
+        // Not reached: an action is dropped only with a router to map it again.
+        (None, None) => Action::Invalid("the message lost its mapping while it waited".into()),
+    };
+    Queued {
+        job: Job {
+            ticket,
+            message,
+            action,
+        },
+        slot,
     }
 }
 

@@ -146,12 +146,16 @@ impl KafkaSource {
             max_buffered: self.config.max_buffered,
             max_buffered_bytes: MAX_BUFFERED_BYTES,
         };
+        let router = MessageRouter::by_topic(routes.clone(), self.mapping);
+        // The window is large (a run of one partition's messages must not leave the other
+        // keys idle): what waits in it keeps only its payload.
         let dispatcher = Dispatcher::with_limits(
             deliverer.with_event_path(path),
             settler,
             limits,
             abort.clone(),
-        );
+        )
+        .remapping(router.clone());
         tracing::info!(
             brokers = %self.config.brokers.join(","),
             group = %self.config.group_id,
@@ -162,7 +166,7 @@ impl KafkaSource {
             consumer,
             ledgers,
             dispatcher,
-            router: MessageRouter::by_topic(routes, self.mapping),
+            router,
             shutdown,
             abort,
             shutdown_timeout: self.shutdown_timeout,
