@@ -41,6 +41,7 @@ pub mod mapping;
 pub mod message;
 pub mod observe;
 pub mod pipeline;
+pub mod printable;
 pub mod queue;
 pub mod secret;
 pub mod shutdown;

@@ -71,11 +71,16 @@ impl Metadata {
     }
 }
 
+/// The longest topic a location shows (MQTT allows 65,535 bytes).
+const MAX_TOPIC_CHARS: usize = 256;
+
 /// `kafka events[2]@1234`, `mqtt ilert/events`, `http /api/events#17`: the location
 /// every log line about a message carries.
 impl fmt::Display for Metadata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.source, self.topic)?;
+        // An MQTT topic comes from the publisher: escaped, so it cannot forge a log line.
+        let topic = crate::printable::printable(&self.topic, MAX_TOPIC_CHARS);
+        write!(f, "{} {topic}", self.source)?;
         if let Some(partition) = self.partition {
             write!(f, "[{partition}]")?;
         }

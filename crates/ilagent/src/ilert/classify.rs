@@ -129,7 +129,8 @@ fn describe(status: StatusCode, body: &[u8]) -> String {
     if message.is_empty() {
         status.to_string()
     } else {
-        format!("{status}: {message}")
+        // The body is the peer's text: escaped like a message's, for logs and dead letters.
+        crate::printable::reason(format!("{status}: {message}"))
     }
 }
 

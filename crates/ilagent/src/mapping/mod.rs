@@ -3,7 +3,8 @@
 //! The route step decides what a topic carries ([`MessageKind`]); mapping reads the
 //! payload accordingly. It never panics and never does I/O: every way a payload can be
 //! wrong becomes [`Action::Invalid`] with a reason a person can act on, and a message a
-//! filter excludes becomes [`Action::Skip`].
+//! filter excludes becomes [`Action::Skip`]. Reasons quote payload values, escaped by
+//! [`crate::printable`].
 
 pub mod config;
 mod event;
@@ -17,6 +18,7 @@ pub use fields::FieldPath;
 
 use crate::action::Action;
 use crate::message::Metadata;
+use crate::printable;
 use crate::secret::Secret;
 use fields::{scalar_text, type_name};
 
@@ -32,13 +34,13 @@ pub enum MessageKind {
 pub fn map(payload: &[u8], meta: &Metadata, kind: MessageKind, config: &MappingConfig) -> Action {
     let object = match parse_object(payload) {
         Ok(object) => object,
-        Err(reason) => return Action::Invalid(reason),
+        Err(reason) => return Action::Invalid(printable::reason(reason)),
     };
     if kind != MessageKind::Heartbeat
         && let Some(filter) = &config.filter
         && let Some(reason) = excluded_by(filter, &object)
     {
-        return Action::Skip(reason);
+        return Action::Skip(printable::reason(reason));
     }
     let action = match kind {
         MessageKind::Event => {
@@ -47,7 +49,8 @@ pub fn map(payload: &[u8], meta: &Metadata, kind: MessageKind, config: &MappingC
         MessageKind::Heartbeat => heartbeat_key(&object).map(Action::Heartbeat),
         MessageKind::Policy => policy::build(&object, &config.policy).map(Action::PolicyUpdate),
     };
-    action.unwrap_or_else(Action::Invalid)
+    // Reasons quote the payload's values: escaped, so that none can forge a log line.
+    action.unwrap_or_else(|reason| Action::Invalid(printable::reason(reason)))
 }
 
 /// The payload as a JSON object, or why it is not one.

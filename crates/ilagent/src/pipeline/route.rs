@@ -68,10 +68,10 @@ impl MessageRouter {
             Kinds::ByTopic(routes) => match routes.kind_of(&message.meta.topic) {
                 Some(kind) => kind,
                 None => {
-                    return Action::Invalid(format!(
+                    return Action::Invalid(crate::printable::reason(format!(
                         "no route for topic `{}`: it matches none of -e, -r and --policy_topic",
                         message.meta.topic
-                    ));
+                    )));
                 }
             },
         };
