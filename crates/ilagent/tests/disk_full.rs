@@ -18,8 +18,8 @@ use common::{Agent, eventually, unique};
 use http_support::{assert_each_once_in_order, client, event, start_proxy, url, wait_for_events};
 use ilert_standin::{Behaviour, StandIn};
 use mqtt_support::{
-    agent_args, assert_all_in_order, keyed_event, publish, queue_stat, start_agent, wait_for_stat,
-    wait_subscribed,
+    agent_args, assert_all_arrive_in_order, keyed_event, publish, queue_stat, start_agent,
+    wait_for_stat, wait_subscribed,
 };
 use serde_json::{Value, json};
 use testkit::{Mosquitto, MosquittoConfig, free_port};
@@ -252,23 +252,7 @@ async fn the_mqtt_buffer_on_a_full_disk_stops_acknowledging_and_loses_nothing() 
 
     std::fs::remove_file(&filler).unwrap();
     stand_in.set_behaviour(Behaviour::default());
-    let all = messages.len();
-    let arrived = eventually(WAIT, || {
-        let by_key = mqtt_support::seqs_by_key(&stand_in.events());
-        by_key
-            .values()
-            .map(|s| mqtt_support::first_arrivals(s).len())
-            .sum::<usize>()
-            >= all
-    })
-    .await;
-    assert!(
-        arrived,
-        "{} events arrived; log:\n{}",
-        stand_in.events().len(),
-        agent.log()
-    );
-    assert_all_in_order(&stand_in.events(), KEYS, PER_KEY, &agent.log());
+    assert_all_arrive_in_order(&stand_in, &agent, KEYS, PER_KEY).await;
     assert!(wait_for_stat(&db, "queued", |n| n == 0).await);
 
     let (code, log) = agent.stop().await;

@@ -17,8 +17,8 @@ use http_support::{
 };
 use ilert_standin::{Behaviour, StandIn};
 use mqtt_support::{
-    agent_args, assert_all_in_order, broker_publishes_and_acks, keyed_event, publish, queue_stat,
-    start_agent, wait_for_stat, wait_subscribed,
+    agent_args, assert_all_arrive_in_order, broker_publishes_and_acks, keyed_event, publish,
+    queue_stat, start_agent, wait_for_stat, wait_subscribed,
 };
 use serde_json::{Value, json};
 use testkit::{Mosquitto, MosquittoConfig, free_port};
@@ -210,22 +210,7 @@ async fn a_full_buffer_stops_acknowledging_and_the_broker_keeps_the_rest_until_t
     // ilert is back: the queue drains, the broker sends the rest, none is lost.
     stand_in.set_behaviour(Behaviour::default());
     let all = messages.len();
-    let arrived = eventually(WAIT, || {
-        let by_key = mqtt_support::seqs_by_key(&stand_in.events());
-        by_key
-            .values()
-            .map(|s| mqtt_support::first_arrivals(s).len())
-            .sum::<usize>()
-            >= all
-    })
-    .await;
-    assert!(
-        arrived,
-        "{} events arrived; log:\n{}",
-        stand_in.events().len(),
-        agent.log()
-    );
-    assert_all_in_order(&stand_in.events(), KEYS, PER_KEY, &agent.log());
+    assert_all_arrive_in_order(&stand_in, &agent, KEYS, PER_KEY).await;
     assert!(wait_for_stat(&db, "queued", |n| n == 0).await);
 
     let (code, log) = agent.stop().await;
@@ -280,23 +265,7 @@ async fn without_the_buffer_a_full_queue_holds_back_the_spill_and_its_acknowledg
     );
 
     stand_in.set_behaviour(Behaviour::default());
-    let all = messages.len();
-    let arrived = eventually(WAIT, || {
-        let by_key = mqtt_support::seqs_by_key(&stand_in.events());
-        by_key
-            .values()
-            .map(|s| mqtt_support::first_arrivals(s).len())
-            .sum::<usize>()
-            >= all
-    })
-    .await;
-    assert!(
-        arrived,
-        "{} events arrived; log:\n{}",
-        stand_in.events().len(),
-        agent.log()
-    );
-    assert_all_in_order(&stand_in.events(), KEYS, PER_KEY, &agent.log());
+    assert_all_arrive_in_order(&stand_in, &agent, KEYS, PER_KEY).await;
     assert!(wait_for_stat(&db, "queued", |n| n == 0).await);
     let (code, log) = agent.stop().await;
     assert_eq!(code, Some(0), "{log}");

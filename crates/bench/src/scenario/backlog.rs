@@ -9,7 +9,7 @@
 //! 20 minutes to drain (`kafka-ratelimited` measures that pacing), and a budget no key
 //! reaches would measure the limiter's log of a minute of requests per key instead, which
 //! ilert's real budget caps at 50 entries a key. The limiter's own bound is tested apart
-//! (tests/idle_state.rs).
+//! (tests/dispatcher.rs).
 
 use std::time::Duration;
 

@@ -142,6 +142,32 @@ pub fn first_arrivals(seqs: &[u64]) -> Vec<u64> {
 }
 
 /// Asserts every key got `0..per_key`, first arrivals in order.
+/// Waits until each of `keys` keys' `per_key` events arrived at least once, then asserts
+/// that every key's first arrivals are in order.
+pub async fn assert_all_arrive_in_order(
+    stand_in: &StandIn,
+    agent: &Agent,
+    keys: usize,
+    per_key: usize,
+) {
+    let all = keys * per_key;
+    let arrived = crate::common::eventually(WAIT, || {
+        seqs_by_key(&stand_in.events())
+            .values()
+            .map(|s| first_arrivals(s).len())
+            .sum::<usize>()
+            >= all
+    })
+    .await;
+    assert!(
+        arrived,
+        "{} events arrived; log:\n{}",
+        stand_in.events().len(),
+        agent.log()
+    );
+    assert_all_in_order(&stand_in.events(), keys, per_key, &agent.log());
+}
+
 pub fn assert_all_in_order(events: &[Value], keys: usize, per_key: usize, log: &str) {
     let by_key = seqs_by_key(events);
     for key in 0..keys as u64 {
