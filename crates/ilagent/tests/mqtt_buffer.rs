@@ -243,3 +243,45 @@ async fn a_retry_after_of_three_seconds_is_honoured_by_the_buffer() {
     let (code, log) = agent.stop().await;
     assert_eq!(code, Some(0), "{log}");
 }
+
+#[tokio::test]
+async fn a_burst_of_ten_thousand_messages_is_written_and_acknowledged_without_a_stall() {
+    // A burst as fast as one connection publishes, while ilert does not answer (so that no retry competes with the writes): the agent must keep reading, writing and acknowledging until the whole burst
+    // is in its file. (A bounded hand-over between the connection and the buffer once
+    // deadlocked here: the buffer waited to acknowledge through the connection, which
+    // waited for room in the buffer.)
+    const MESSAGES: usize = 10_000;
+    // Mosquitto keeps 1,000 messages for a subscriber by default and drops the rest of a
+    // burst that outruns it (see the README on broker limits); here it keeps them all, so
+    // that whatever is missing was lost by the agent.
+    let broker = Mosquitto::start(MosquittoConfig {
+        extra: format!("max_queued_messages {}\n", MESSAGES * 2),
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.set_behaviour(Behaviour {
+        latency_ms: 300_000,
+        ..Behaviour::default()
+    });
+    let db = tempfile::tempdir().unwrap();
+    let db_file = db.path().join("burst.db3");
+    let topic = unique("burst");
+    let mut args = agent_args(broker.port(), &unique("agent"), &db_file);
+    args.extend(["-e".to_string(), topic.clone(), "--mqtt_buffer".to_string()]);
+    let agent = start_agent(&stand_in, &args, &[]);
+    wait_subscribed(&agent).await;
+
+    let messages: Vec<(String, Vec<u8>)> = (0..MESSAGES)
+        .map(|n| (topic.clone(), keyed_event("il1api-burst", n % 100, n / 100)))
+        .collect();
+    publish(broker.port(), &messages).await;
+    assert!(
+        wait_for_stat(&db_file, "queued", |n| n == MESSAGES as u64).await,
+        "{} of {MESSAGES} written; log:\n{}",
+        queue_stat(&db_file, "queued").await,
+        agent.log()
+    );
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}

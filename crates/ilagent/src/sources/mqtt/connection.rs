@@ -47,9 +47,8 @@ pub struct ConnectionTask {
     pub qos: u8,
     /// `host:port`, for log lines.
     pub broker: String,
-    /// Bounded ([`super::INTAKE_CAPACITY`]): when the source falls behind, the connection
-    /// stops reading and the broker holds the rest.
-    pub intake: mpsc::Sender<Received>,
+    /// Unbounded on purpose, see [`super::MqttSource::run`].
+    pub intake: mpsc::UnboundedSender<Received>,
     /// Cancelled once the source has queued its DISCONNECT: stop after it is sent.
     pub stop: CancellationToken,
 }
@@ -96,12 +95,9 @@ impl ConnectionTask {
                 }
                 Ok(Happening::Message(mut received)) => {
                     received.epoch = self.shared.epoch.load(Ordering::Acquire);
-                    // A full intake waits here, so nothing more is read from the socket:
-                    // TCP carries the backpressure to the broker, which keeps what it has
-                    // not sent (QoS 1 within its window; QoS 0 by its own limits). A closed
-                    // intake means the source is stopping: the message stays
+                    // A closed intake means the source is stopping: the message stays
                     // unacknowledged and the broker redelivers it.
-                    let _ = self.intake.send(received).await;
+                    let _ = self.intake.send(received);
                 }
                 Ok(Happening::DisconnectSent) => {
                     if self.stop.is_cancelled() {

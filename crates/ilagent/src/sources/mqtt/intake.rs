@@ -57,7 +57,7 @@ pub struct Direct {
 /// messages at `shutdown`; what it did not take stays unacknowledged and comes back from
 /// the broker.
 pub async fn direct(
-    mut received: mpsc::Receiver<Received>,
+    mut received: mpsc::UnboundedReceiver<Received>,
     intake: Direct,
     shutdown: CancellationToken,
 ) {
@@ -173,7 +173,7 @@ impl Direct {
 /// Buffered: messages are committed to SQLite in batches, then acknowledged, then the
 /// worker is woken. A message is acknowledged only once its row is on disk.
 pub async fn buffered(
-    mut received: mpsc::Receiver<Received>,
+    mut received: mpsc::UnboundedReceiver<Received>,
     queue: Queue,
     acker: Acker,
     router: MessageRouter,

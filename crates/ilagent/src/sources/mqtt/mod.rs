@@ -55,11 +55,6 @@ use crate::sources::route::{Routes, TopicSyntax};
 
 pub use self::connection::reconnect_delay;
 
-/// Messages read from the broker and not yet taken by the intake. Under QoS 1 the broker's
-/// window (`--mqtt_max_in_flight`) bounds what can arrive unacknowledged anyway; this bounds
-/// QoS 0 floods too, by leaving the rest in the socket and at the broker.
-pub(crate) const INTAKE_CAPACITY: usize = 512;
-
 /// How long the connection task gets to send DISCONNECT after everything has settled.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// After the drain deadline, how long interrupted deliveries get to report back.
@@ -116,7 +111,13 @@ impl MqttSource {
             "mqtt source started"
         );
 
-        let (intake_tx, intake_rx) = mpsc::channel(INTAKE_CAPACITY);
+        // Unbounded on purpose: the connection task that feeds it is also the only one that
+        // polls the event loop, which sends the acknowledgements. Were it to wait for room
+        // here, the intake waiting to acknowledge would wait for it: a deadlock (seen in
+        // mqtt-buffered-50ms). What bounds it is the broker's window of unacknowledged QoS 1
+        // messages (`--mqtt_max_in_flight` with MQTT 5, the broker's own with 3.1.1), since
+        // the agent acknowledges only after delivery or the SQLite write.
+        let (intake_tx, intake_rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let io = IoThread::start()
             .map_err(|e| MqttSourceError(format!("cannot start the MQTT thread: {e}")))?;
