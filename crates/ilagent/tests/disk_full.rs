@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Agent, eventually, unique};
-use http_support::{assert_each_once_in_order, client, event, start_proxy, url, wait_for_events};
+use http_support::{
+    assert_each_once_in_order, client, event, post_with_retry_after as post, start_proxy,
+    wait_for_events,
+};
 use ilert_standin::{Behaviour, StandIn};
 use mqtt_support::{
     agent_args, assert_all_arrive_in_order, keyed_event, publish, queue_stat, start_agent,
@@ -99,26 +102,6 @@ fn unresponsive() -> Behaviour {
 
 fn alive(agent: &mut Agent) -> bool {
     matches!(agent.child.try_wait(), Ok(None))
-}
-
-async fn post(client: &reqwest::Client, port: u16, body: &Value) -> (u16, Option<String>, Value) {
-    let response = client
-        .post(url(port, "/api/events"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    (
-        status,
-        retry_after,
-        response.json().await.unwrap_or(Value::Null),
-    )
 }
 
 fn big_event(key: usize, seq: usize) -> Value {

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::{Agent, eventually, unique};
 use http_support::{
-    assert_each_once_in_order, client, event, scrape, start_proxy, url, value, wait_for_events,
-    wait_up,
+    assert_each_once_in_order, client, event, post_with_retry_after as post, scrape, start_proxy,
+    value, wait_for_events, wait_up,
 };
 use ilert_standin::{Behaviour, StandIn};
 use mqtt_support::{
@@ -50,27 +50,6 @@ fn big_event(key: usize, seq: usize) -> Value {
     body["integrationKey"] = json!(format!("il1api-proxy-{key}"));
     body["details"] = json!("x".repeat(PAD));
     body
-}
-
-/// Posts `body`: the status, the `Retry-After` header and the JSON answer.
-async fn post(client: &reqwest::Client, port: u16, body: &Value) -> (u16, Option<String>, Value) {
-    let response = client
-        .post(url(port, "/api/events"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    (
-        status,
-        retry_after,
-        response.json().await.unwrap_or(Value::Null),
-    )
 }
 
 #[tokio::test]

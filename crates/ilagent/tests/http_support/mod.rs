@@ -78,6 +78,32 @@ pub fn event(key: usize, seq: usize) -> Value {
     })
 }
 
+/// Posts `body` as JSON to `/api/events`: the status, the `Retry-After` header and the
+/// JSON answer.
+pub async fn post_with_retry_after(
+    client: &reqwest::Client,
+    port: u16,
+    body: &Value,
+) -> (u16, Option<String>, Value) {
+    let response = client
+        .post(url(port, "/api/events"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (
+        status,
+        retry_after,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
 /// Posts `body` as JSON to `/api/events`; returns the status and the JSON answer.
 pub async fn post_event(client: &reqwest::Client, port: u16, body: &Value) -> (u16, Value) {
     let response = client
