@@ -283,8 +283,22 @@ async fn health_turns_503_once_shutdown_begins_and_the_drained_agent_exits_zero(
     assert_eq!(post_event(&client, port, &event(1, 0)).await.0, 202);
     tokio::time::sleep(Duration::from_millis(500)).await;
     agent.signal("TERM");
-    let health = client.get(url(port, "/health")).send().await.unwrap();
-    assert_eq!(health.status(), 503);
+    // The signal is handled by the agent's own task: the first request may still
+    // be served before it runs, so wait (briefly) for /health to turn.
+    let turned = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let health = client.get(url(port, "/health")).send().await.unwrap();
+            if health.status() == 503 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        turned.is_ok(),
+        "/health still 200 five seconds after SIGTERM"
+    );
     let (status, report) = ready(port).await;
     assert_eq!((status, report["stopping"].as_bool()), (503, Some(true)));
     assert_eq!(
