@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use tempfile::TempDir;
@@ -81,6 +82,23 @@ impl Mosquitto {
             Ok(command)
         })?;
         Ok(Mosquitto { process, port, dir })
+    }
+
+    /// Stops the broker with SIGTERM (so that a broker with `persistence true` writes its
+    /// state) and starts it again with the same config, directory and port, as an operator's
+    /// restart would. Returns once it accepts connections again.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.terminate(Duration::from_secs(10));
+        let log = self.process.log_path().to_path_buf();
+        let mut command = Command::new(mosquitto_binary()?);
+        command
+            .arg("-c")
+            .arg(self.config_path())
+            .current_dir(self.dir.path());
+        self.process = ChildProcess::spawn("mosquitto", command, &log)?;
+        self.process
+            .wait_for_port(self.port, Duration::from_secs(30))
+            .with_context(|| format!("restarting mosquitto on 127.0.0.1:{}", self.port))
     }
 
     pub fn port(&self) -> u16 {

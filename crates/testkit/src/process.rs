@@ -70,6 +70,23 @@ impl ChildProcess {
         })
     }
 
+    /// SIGTERM, then up to `timeout` for the child to exit (a broker saves its state on
+    /// the way out), then SIGKILL. Always reaps the child.
+    pub(crate) fn terminate(&mut self, timeout: Duration) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self.has_exited() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether the child has exited.
     pub(crate) fn has_exited(&mut self) -> bool {
         !matches!(self.child.try_wait(), Ok(None))

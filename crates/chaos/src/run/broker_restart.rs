@@ -1,0 +1,102 @@
+//! The broker goes away while the agent holds messages it has not settled.
+//!
+//! - MQTT: the whole feed is published first (the broker acknowledged every event), with
+//!   ilert slow (200 ms an answer), so the agent holds unacknowledged messages; then the
+//!   Mosquitto (persistence on) is restarted with SIGTERM a few times, as an operator's
+//!   restart would, while the agent drains. The broker keeps the session and its queue
+//!   across the restart; the agent reconnects and resumes.
+//! - Kafka: tansu as shipped keeps its data only in memory (its postgres, SQLite and turso
+//!   storage engines are not compiled in), so a restart would lose the topic. The Kafka
+//!   case runs on librdkafka's mock cluster instead, whose broker is taken down for the
+//!   size's outage in the middle of a feed and brought back with its data and offsets.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ilert_standin::Behaviour;
+
+use super::{Ctx, delivery_timeout, settle, wait_delivered, watch};
+use crate::agent::Agent;
+use crate::ilert::{Ilert, ilert_like};
+use crate::outcome::Outcome;
+use crate::size::Size;
+use crate::source::{Kind, Setup};
+
+/// Mosquitto restarts per run, two seconds apart.
+const MQTT_RESTARTS: usize = 3;
+
+pub async fn run(ctx: &Ctx, kind: Kind) -> Result<Outcome> {
+    match kind {
+        Kind::Kafka => kafka(ctx).await,
+        Kind::MqttDirect | Kind::MqttBuffered => mqtt(ctx, kind).await,
+        Kind::Proxy => anyhow::bail!("the proxy has no broker to restart"),
+    }
+}
+
+async fn mqtt(ctx: &Ctx, kind: Kind) -> Result<Outcome> {
+    let mut outcome = Outcome::new(kind.name(), "broker-restart");
+    let mut setup = Setup::start(kind).await?;
+    let ilert = Ilert::start(Behaviour {
+        latency_ms: 200,
+        ..ilert_like()
+    })
+    .await?;
+    let mut agent = Agent::start(&ctx.agent, &ilert.url(), setup.agent_args("chaos"))?;
+    agent.wait_ready(Duration::from_secs(90)).await?;
+
+    let (count, rate) = ctx.events(kind);
+    setup.target.clone().feed(count, rate).await?;
+    for _ in 0..MQTT_RESTARTS {
+        watch(&mut [&mut agent], Duration::from_secs(2)).await?;
+        setup
+            .mosquitto()
+            .context("an MQTT setup has a Mosquitto")?
+            .restart()?;
+    }
+    let timeout = delivery_timeout(ctx, kind) + Duration::from_secs(60);
+    wait_delivered(&ilert, &mut [&mut agent], count, timeout).await?;
+    agent.stop()?;
+    settle(&mut outcome, &[&agent]);
+    outcome.count(count, &ilert.requests());
+    outcome
+        .notes
+        .push(format!("Mosquitto restarted {MQTT_RESTARTS} times"));
+    Ok(outcome)
+}
+
+async fn kafka(ctx: &Ctx) -> Result<Outcome> {
+    let mut outcome = Outcome::new("kafka", "broker-restart");
+    let setup = Setup::start_mock_kafka()?;
+    let ilert = Ilert::start(ilert_like()).await?;
+    let mut agent = Agent::start(&ctx.agent, &ilert.url(), setup.agent_args("chaos"))?;
+    agent.wait_ready(Duration::from_secs(90)).await?;
+
+    let (count, rate) = ctx.events(Kind::Kafka);
+    let feed = tokio::spawn(setup.target.clone().feed(count, rate));
+    watch(&mut [&mut agent], Size::feed_duration(count, rate) / 3).await?;
+    let cluster = setup.mock_cluster().context("a mock-cluster setup")?;
+    cluster
+        .broker_down(1)
+        .context("taking the mock broker down")?;
+    watch(&mut [&mut agent], ctx.size.outage).await?;
+    let cluster = setup.mock_cluster().context("a mock-cluster setup")?;
+    cluster
+        .broker_up(1)
+        .context("bringing the mock broker back")?;
+    feed.await??;
+    wait_delivered(
+        &ilert,
+        &mut [&mut agent],
+        count,
+        delivery_timeout(ctx, Kind::Kafka),
+    )
+    .await?;
+    agent.stop()?;
+    settle(&mut outcome, &[&agent]);
+    outcome.count(count, &ilert.requests());
+    outcome.notes.push(format!(
+        "librdkafka's mock broker down for {:?}",
+        ctx.size.outage
+    ));
+    Ok(outcome)
+}

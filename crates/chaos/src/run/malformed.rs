@@ -1,0 +1,206 @@
+//! The malformed corpus through each source, interleaved with valid events: the agent
+//! must never exit, every malformed message must be set aside with a reason, and every
+//! valid event delivered.
+//!
+//! "Set aside" is each source's documented dead-letter path: the `--kafka_dlq_topic` topic
+//! (a record with an `ilagent.reason` header), the `dead_letters` table of the SQLite file
+//! for MQTT (direct and buffered), and a 4xx answer naming the problem for the proxy, which
+//! stores nothing it would not deliver.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::time::Instant;
+
+use super::{Ctx, delivery_timeout, settle, wait_delivered};
+use crate::agent::Agent;
+use crate::corpus::{Malformed, corpus};
+use crate::feed;
+use crate::ilert::{Ilert, ilert_like};
+use crate::outcome::Outcome;
+use crate::source::{Kind, Setup, Target};
+
+const DLQ_TOPIC: &str = "chaos-dead-letters";
+/// A malformed message after every this many valid ones.
+const VALID_PER_MALFORMED: usize = 4;
+
+pub async fn run(ctx: &Ctx, kind: Kind) -> Result<Outcome> {
+    let mut outcome = Outcome::new(kind.name(), "malformed");
+    let setup = Setup::start(kind).await?;
+    let ilert = Ilert::start(ilert_like()).await?;
+    let mut args = setup.agent_args("chaos");
+    if kind == Kind::Kafka {
+        args.extend(["--kafka_dlq_topic".to_string(), DLQ_TOPIC.to_string()]);
+    }
+    let mut agent = Agent::start(&ctx.agent, &ilert.url(), args)?;
+    agent.wait_ready(Duration::from_secs(90)).await?;
+
+    let bad = corpus(ctx.size.malformed, 13);
+    let valid = bad.len() * VALID_PER_MALFORMED;
+    let stream = feed::stream(valid);
+    let set_aside = match &setup.target {
+        Target::Kafka { bootstrap, topic } => {
+            let producer: FutureProducer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .set("message.max.bytes", "2000000")
+                .create()
+                .context("cannot create the Kafka producer")?;
+            for (i, message) in bad.iter().enumerate() {
+                for id in i * VALID_PER_MALFORMED..(i + 1) * VALID_PER_MALFORMED {
+                    let (key, payload) = stream.event(id);
+                    send(&producer, topic, Some(key.as_bytes()), Some(&payload)).await?;
+                }
+                send(
+                    &producer,
+                    topic,
+                    message.key.as_deref(),
+                    message.payload.as_deref(),
+                )
+                .await?;
+            }
+            wait_delivered(
+                &ilert,
+                &mut [&mut agent],
+                valid,
+                delivery_timeout(ctx, kind),
+            )
+            .await?;
+            let set_aside = dead_letter_records(bootstrap, bad.len()).await?;
+            agent.stop()?;
+            set_aside
+        }
+        Target::Mqtt { port, topic } => {
+            let mut payloads = Vec::new();
+            for (i, message) in bad.iter().enumerate() {
+                for id in i * VALID_PER_MALFORMED..(i + 1) * VALID_PER_MALFORMED {
+                    payloads.push(stream.event(id).1);
+                }
+                payloads.push(message.payload.clone().unwrap_or_default());
+            }
+            feed::mqtt_payloads(*port, "chaos-malformed", topic, payloads, 500).await?;
+            wait_delivered(
+                &ilert,
+                &mut [&mut agent],
+                valid,
+                delivery_timeout(ctx, kind),
+            )
+            .await?;
+            agent.stop()?;
+            let reasons = agent.dead_letter_reasons()?;
+            reasons.iter().filter(|r| !r.trim().is_empty()).count()
+        }
+        Target::Proxy { port } => {
+            let client = reqwest::Client::new();
+            let url = format!("http://127.0.0.1:{port}/api/events");
+            let mut refused = 0;
+            for (i, message) in bad.iter().enumerate() {
+                for id in i * VALID_PER_MALFORMED..(i + 1) * VALID_PER_MALFORMED {
+                    let body = stream.event(id).1;
+                    feed::post_until_accepted(&client, &url, body, Duration::from_secs(60)).await?;
+                }
+                refused += usize::from(post_refused(&client, &url, message).await?);
+            }
+            wait_delivered(
+                &ilert,
+                &mut [&mut agent],
+                valid,
+                delivery_timeout(ctx, kind),
+            )
+            .await?;
+            agent.stop()?;
+            refused
+        }
+    };
+    settle(&mut outcome, &[&agent]);
+    outcome.count(valid, &ilert.requests());
+    outcome.malformed = Some(bad.len());
+    outcome.set_aside = Some(set_aside);
+    Ok(outcome)
+}
+
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+) -> Result<()> {
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(payload) = payload {
+        record = record.payload(payload);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map_err(|(error, _)| anyhow::anyhow!("produce failed: {error}"))?;
+    Ok(())
+}
+
+/// Whether the proxy refused a malformed body with a 4xx that says why (a 503 while busy
+/// is asked again).
+async fn post_refused(client: &reqwest::Client, url: &str, message: &Malformed) -> Result<bool> {
+    for _ in 0..100 {
+        let response = client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(message.payload.clone().unwrap_or_default())
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().as_u16() == 503 => {}
+            Ok(r) if r.status().is_client_error() => {
+                let body = r.text().await.unwrap_or_default();
+                return Ok(!body.trim().is_empty());
+            }
+            Ok(r) => {
+                eprintln!(
+                    "malformed {:?}: the proxy answered {}",
+                    message.what,
+                    r.status()
+                );
+                return Ok(false);
+            }
+            Err(error) => eprintln!("malformed {:?}: {error}", message.what),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(false)
+}
+
+/// Records on the dead-letter topic that carry a reason, read until `expected` are there or
+/// 60 s passed.
+async fn dead_letter_records(bootstrap: &str, expected: usize) -> Result<usize> {
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "chaos-dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("cannot create the DLQ consumer")?;
+    consumer.subscribe(&[DLQ_TOPIC])?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut with_reason = 0;
+    while with_reason < expected && Instant::now() < deadline {
+        let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await
+        else {
+            continue;
+        };
+        let reason = message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == "ilagent.reason")
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        });
+        if reason.is_some_and(|r| !r.trim().is_empty()) {
+            with_reason += 1;
+        }
+    }
+    Ok(with_reason)
+}

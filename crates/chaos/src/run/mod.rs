@@ -1,0 +1,180 @@
+//! The faults, one module each, and what every run shares: the plan of (source, fault)
+//! pairs, waiting for the stand-in to have every event, and turning a run that could not
+//! finish into a failed outcome instead of stopping the suite.
+
+pub mod broker_restart;
+pub mod kill_loop;
+pub mod malformed;
+pub mod outage;
+pub mod rebalance;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::time::Instant;
+
+use crate::agent::Agent;
+use crate::ilert::Ilert;
+use crate::outcome::Outcome;
+use crate::size::Size;
+use crate::source::Kind;
+
+/// The longest a kill waits for the progress it is due at (a stalled agent is then killed
+/// anyway; the run counts what it lost).
+pub const PROGRESS_CAP: Duration = Duration::from_secs(60);
+
+/// What every run gets: the agent binary and the size.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub agent: PathBuf,
+    pub size: Size,
+}
+
+impl Ctx {
+    /// Events and events per second of a feed through `kind`.
+    pub fn events(&self, kind: Kind) -> (usize, usize) {
+        match kind {
+            Kind::Kafka => (self.size.kafka_events, self.size.kafka_rate),
+            _ => (self.size.other_events, self.size.other_rate),
+        }
+    }
+}
+
+/// One entry of the plan.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    KillLoop,
+    IlertRefused,
+    Ilert503,
+    BrokerRestart,
+    Malformed,
+    RebalanceKill,
+}
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::KillLoop => "kill-loop",
+            Fault::IlertRefused => "ilert-refused",
+            Fault::Ilert503 => "ilert-503",
+            Fault::BrokerRestart => "broker-restart",
+            Fault::Malformed => "malformed",
+            Fault::RebalanceKill => "rebalance-kill",
+        }
+    }
+}
+
+/// Every (source, fault) pair the suite runs, in order.
+pub fn plan() -> Vec<(Kind, Fault)> {
+    let mut plan = Vec::new();
+    for fault in [
+        Fault::KillLoop,
+        Fault::IlertRefused,
+        Fault::Ilert503,
+        Fault::Malformed,
+    ] {
+        plan.extend(Kind::ALL.iter().map(|kind| (*kind, fault)));
+    }
+    // The proxy has no broker; a rebalance is Kafka's alone.
+    plan.extend(
+        [Kind::Kafka, Kind::MqttDirect, Kind::MqttBuffered].map(|k| (k, Fault::BrokerRestart)),
+    );
+    plan.push((Kind::Kafka, Fault::RebalanceKill));
+    plan
+}
+
+/// Runs one entry; an error becomes a failed outcome.
+pub async fn run(ctx: &Ctx, kind: Kind, fault: Fault) -> Outcome {
+    let started = Instant::now();
+    let result = match fault {
+        Fault::KillLoop => kill_loop::run(ctx, kind).await,
+        Fault::IlertRefused => outage::run(ctx, kind, outage::Mode::Refused).await,
+        Fault::Ilert503 => outage::run(ctx, kind, outage::Mode::Unavailable).await,
+        Fault::BrokerRestart => broker_restart::run(ctx, kind).await,
+        Fault::Malformed => malformed::run(ctx, kind).await,
+        Fault::RebalanceKill => rebalance::run(ctx).await,
+    };
+    let mut outcome = result.unwrap_or_else(|error| {
+        let mut failed = Outcome::new(kind.name(), fault.name());
+        failed.error = Some(format!("{error:#}"));
+        failed
+    });
+    outcome.took(started.elapsed());
+    outcome
+}
+
+/// Waits until ilert accepted every event `0..sent` or `timeout` passes, looking after the
+/// agents meanwhile (a crash is counted and the agent started again).
+pub async fn wait_delivered(
+    ilert: &Ilert,
+    agents: &mut [&mut Agent],
+    sent: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for agent in agents.iter_mut() {
+            agent.check()?;
+        }
+        let accepted = bench::collect::unique_accepted(&ilert.requests(), sent);
+        if accepted >= sent || Instant::now() >= deadline {
+            // Stragglers (duplicates) land before the count.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Waits until ilert accepted `target` distinct events of `0..sent` (or `cap` passed),
+/// looking after the agents: a kill then lands while deliveries are under way, whatever
+/// time the agent took to start (a Kafka group join takes seconds).
+pub async fn wait_progress(
+    ilert: &Ilert,
+    agents: &mut [&mut Agent],
+    sent: usize,
+    target: usize,
+    cap: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + cap;
+    while Instant::now() < deadline {
+        for agent in agents.iter_mut() {
+            agent.check()?;
+        }
+        if bench::collect::unique_accepted(&ilert.requests(), sent) >= target {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// How long a run waits for its events after the feed: enough for a slow machine.
+pub fn delivery_timeout(ctx: &Ctx, kind: Kind) -> Duration {
+    let (count, rate) = ctx.events(kind);
+    Duration::from_secs(120) + ctx.size.outage * 2 + Size::feed_duration(count, rate / 4)
+}
+
+/// Sleeps `total`, checking the agents every 200 ms.
+pub async fn watch(agents: &mut [&mut Agent], total: Duration) -> Result<()> {
+    let until = Instant::now() + total;
+    while Instant::now() < until {
+        for agent in agents.iter_mut() {
+            agent.check()?;
+        }
+        tokio::time::sleep(Duration::from_millis(200).min(until - Instant::now())).await;
+    }
+    Ok(())
+}
+
+/// Records what the agents did into `outcome`, with the first crash's log in the notes.
+pub fn settle(outcome: &mut Outcome, agents: &[&Agent]) {
+    for agent in agents {
+        outcome.kills += agent.kills;
+        outcome.crashes += agent.crashes.len();
+        if let Some(first) = agent.crashes.first() {
+            outcome.notes.push(first.clone());
+        }
+    }
+}
