@@ -38,26 +38,34 @@ impl Secret {
 /// `text` (a URL as the user typed it, valid or not) with any password in its user info
 /// masked: `https://user:****@host`. A user info without a password may be a token, so it
 /// is masked whole.
+///
+/// A URL that parses is read as the URL standard reads it, so an `@` in its path stays.
+/// One that does not (or has no host) may hold a password the parser never got to, with
+/// a `/`, `?` or `#` in it, or no scheme before it: everything up to its last `@` is
+/// taken for the user info.
 pub fn mask_url_credentials(text: &str) -> String {
-    let Some(scheme_end) = text.find("://").map(|i| i + 3) else {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let at = match reqwest::Url::parse(text.trim()) {
+        Ok(url) if url.has_host() => {
+            if url.username().is_empty() && url.password().is_none() {
+                return text.to_string();
+            }
+            let authority_end = text[start..]
+                .find(['/', '?', '#', '\\'])
+                .map_or(text.len(), |i| start + i);
+            text[start..authority_end].rfind('@')
+        }
+        _ => text[start..].rfind('@'),
+    };
+    let Some(at) = at else {
         return text.to_string();
     };
-    let authority_end = text[scheme_end..]
-        .find(['/', '?', '#'])
-        .map_or(text.len(), |i| scheme_end + i);
-    let authority = &text[scheme_end..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return text.to_string();
-    };
-    let masked = match authority[..at].split_once(':') {
+    let user_info = &text[start..start + at];
+    let masked = match user_info.split_once(':') {
         Some((user, _password)) => format!("{user}:****"),
         None => "****".to_string(),
     };
-    format!(
-        "{}{masked}{}",
-        &text[..scheme_end],
-        &text[scheme_end + at..]
-    )
+    format!("{}{masked}{}", &text[..start], &text[start + at..])
 }
 
 impl fmt::Debug for Secret {
@@ -103,6 +111,24 @@ mod tests {
             "https://api.ilert.com/a@b"
         );
         assert_eq!(mask_url_credentials("not a url"), "not a url");
+    }
+
+    #[test]
+    fn a_password_the_url_parser_never_reached_is_masked_too() {
+        for (text, shown) in [
+            ("https://user:pa/ss@host:x", "https://user:****@host:x"),
+            ("https://user:pa?ss@host:x", "https://user:****@host:x"),
+            ("https://user:pa#ss@host:x", "https://user:****@host:x"),
+            ("https://user:pass@", "https://user:****@"),
+            ("user:pass@api.ilert.com", "user:****@api.ilert.com"),
+            (
+                " https://user:pass@exa mple.com/x",
+                " https://user:****@exa mple.com/x",
+            ),
+            ("ftp://user:pass@host", "ftp://user:****@host"),
+        ] {
+            assert_eq!(mask_url_credentials(text), shown, "{text}");
+        }
     }
 
     #[test]

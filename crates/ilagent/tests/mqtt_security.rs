@@ -288,8 +288,7 @@ async fn a_user_and_password_from_the_environment_log_in() {
         broker.port(),
         "agent",
         "correct horse",
-        &topic,
-        event("logged in"),
+        &[(topic.clone(), event("logged in"))],
     )
     .await;
     assert_eq!(wait_for_events(&stand_in, 1).await, 1, "{}", agent.log());
@@ -322,26 +321,4 @@ async fn a_wrong_password_gives_a_clear_log_line_and_is_retried() {
     assert!(log.contains("retrying"), "{log}");
     let (code, log) = agent.stop().await;
     assert_eq!(code, Some(0), "still running and stops cleanly: {log}");
-}
-
-/// One QoS 1 publish with a login.
-async fn publish_as(port: u16, user: &str, password: &str, topic: &str, payload: Vec<u8>) {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let mut options = MqttOptions::new(unique("publisher"), "127.0.0.1", port);
-    options.set_credentials(user, password);
-    let (client, mut eventloop) = AsyncClient::new(options, 10);
-    client
-        .publish(topic, QoS::AtLeastOnce, false, payload)
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let event = tokio::time::timeout_at(deadline, eventloop.poll())
-            .await
-            .unwrap()
-            .unwrap();
-        if let Event::Incoming(Packet::PubAck(_)) = event {
-            break;
-        }
-    }
 }

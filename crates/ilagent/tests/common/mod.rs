@@ -26,11 +26,12 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// A running `ilagent` process; killed when dropped. Its stderr goes to a file that
-/// failing assertions can show.
+/// A running `ilagent` process; killed when dropped. Its stderr and stdout go to files
+/// that failing assertions can show.
 pub struct Agent {
     pub child: Child,
     log: PathBuf,
+    stdout: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -39,6 +40,8 @@ impl Agent {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("agent.log");
         let log_file = std::fs::File::create(&log).unwrap();
+        let stdout = dir.path().join("agent.stdout");
+        let stdout_file = std::fs::File::create(&stdout).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_ilagent"));
         // Its own working directory, so the default `-f ./ilagent.db3` is a file of its own
         // (daemons that open the file lock it for themselves).
@@ -48,7 +51,7 @@ impl Agent {
             .env_remove("RUST_LOG")
             .env("ILAGENT_BACKOFF_INITIAL", "50ms")
             .env("ILAGENT_BACKOFF_MAX", "500ms")
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(stdout_file))
             .stderr(Stdio::from(log_file))
             .kill_on_drop(true);
         for (key, value) in envs {
@@ -58,8 +61,14 @@ impl Agent {
         Agent {
             child,
             log,
+            stdout,
             _dir: dir,
         }
+    }
+
+    /// Everything the agent wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
     }
 
     pub fn log(&self) -> String {
@@ -338,6 +347,32 @@ pub fn end_offsets(positions: &[(i32, i64)], partitions: i32) -> Vec<i64> {
                 .unwrap_or(-1001)
         })
         .collect()
+}
+
+/// Runs the binary once with `args` and `envs` (no `RUST_LOG` unless given); its exit code,
+/// stdout and stderr. Fails the test if it runs longer than 60 s.
+pub async fn run_ilagent(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ilagent"));
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("ILERT_INTEGRATION_KEY")
+        .env_remove("ILERT_API_KEY")
+        .env("ILAGENT_BACKOFF_INITIAL", "50ms")
+        .env("ILAGENT_BACKOFF_MAX", "200ms")
+        .kill_on_drop(true);
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    let Ok(output) = tokio::time::timeout(Duration::from_secs(60), command.output()).await else {
+        panic!("ilagent {args:?} did not finish within 60 s");
+    };
+    let output = output.expect("ilagent could not be run");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// Runs `ilagent -f DB queue ARGS`; returns the exit code and stdout.

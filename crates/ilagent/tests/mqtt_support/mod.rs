@@ -71,8 +71,25 @@ pub async fn publish(port: u16, messages: &[(String, Vec<u8>)]) {
 
 /// [`publish`] with `gap` between two publishes (zero: as fast as the connection takes them).
 pub async fn publish_paced(port: u16, messages: &[(String, Vec<u8>)], gap: Duration) {
+    publish_with(port, None, messages, gap).await
+}
+
+/// [`publish`] logged in as `user` with `password`.
+pub async fn publish_as(port: u16, user: &str, password: &str, messages: &[(String, Vec<u8>)]) {
+    publish_with(port, Some((user, password)), messages, Duration::ZERO).await
+}
+
+async fn publish_with(
+    port: u16,
+    login: Option<(&str, &str)>,
+    messages: &[(String, Vec<u8>)],
+    gap: Duration,
+) {
     let mut options = MqttOptions::new(unique("publisher"), "127.0.0.1", port);
     options.set_max_packet_size(4 << 20, 4 << 20);
+    if let Some((user, password)) = login {
+        options.set_credentials(user, password);
+    }
     let (client, mut eventloop) = AsyncClient::new(options, messages.len().max(1) + 10);
     let sender = tokio::spawn({
         let client = client.clone();
