@@ -99,3 +99,31 @@ impl fmt::Display for Outcome {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_fails_on_any_loss_order_violation_crash_or_malformed_message_kept() {
+        let clean = || Outcome::new("kafka", "kill-loop");
+        assert!(clean().passed());
+        let mut lost = clean();
+        lost.missing = 1;
+        let mut reordered = clean();
+        reordered.order_violations = 1;
+        let mut crashed = clean();
+        crashed.crashes = 1;
+        let mut kept = clean();
+        (kept.malformed, kept.set_aside) = (Some(10), Some(9));
+        let mut broken = clean();
+        broken.error = Some("the broker did not start".into());
+        for outcome in [lost, reordered, crashed, kept, broken] {
+            assert!(!outcome.passed(), "{outcome}");
+            assert!(outcome.to_string().contains("FAILED"), "{outcome}");
+        }
+        let mut duplicated = clean();
+        duplicated.duplicates = 300;
+        assert!(duplicated.passed(), "duplicates are allowed: at least once");
+    }
+}
