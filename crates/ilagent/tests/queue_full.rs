@@ -282,3 +282,106 @@ async fn a_cap_too_small_for_the_largest_message_stops_the_start_with_exit_2() {
         assert!(log.contains(fix), "{args:?}: {log}");
     }
 }
+
+#[tokio::test]
+async fn a_kafka_dead_letter_waits_for_room_in_a_full_queue_and_its_offset_waits_with_it() {
+    const KEYS: usize = 3;
+    let tansu = testkit::Tansu::start().unwrap();
+    let bootstrap = tansu.bootstrap_servers();
+    let (group, topic) = (unique("full-dl-group"), unique("full-dl"));
+    common::create_topic(&bootstrap, &topic, 1).await;
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.set_behaviour(unresponsive());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kafka-full.db3");
+    let port = free_port();
+    // Kafka without --kafka_dlq_topic: its dead letters go to the SQLite file.
+    let mut extra: Vec<&str> = common::kafka_args(&bootstrap, &group)
+        .into_iter()
+        .skip(1) // "daemon": start_proxy adds it
+        .collect();
+    extra.extend(["-e", topic.as_str(), "--queue_max_size", CAP]);
+    let agent = start_proxy(&stand_in.url(), &db, port, &extra);
+    wait_up(&agent, port).await;
+
+    // The proxy fills the queue while ilert does not answer.
+    let client = client();
+    let mut accepted = 0;
+    while post(&client, port, &big_event(accepted % KEYS, accepted / KEYS))
+        .await
+        .0
+        == 202
+    {
+        accepted += 1;
+        assert!(accepted < 200, "never full; log:\n{}", agent.log());
+    }
+
+    // An invalid Kafka message: its dead letter finds no room, so it is retried (quietly:
+    // the full queue was logged once) and its offset stays uncommitted.
+    let producer = common::producer(&bootstrap);
+    common::produce(&producer, &topic, Some(0), Some("bad"), b"not json").await;
+    let mut received = 0.0;
+    for _ in 0..300 {
+        let metrics = scrape(port).await;
+        received = value(
+            &metrics,
+            "ilagent_messages_received_total",
+            &[("source", "kafka")],
+        );
+        if received >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        received >= 1.0,
+        "the Kafka message never came; log:\n{}",
+        agent.log()
+    );
+    // Whatever the agent does with it now, it must not settle it while the queue is full.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(queue_stat(&db, "dead_letters").await, 0);
+        assert!(
+            common::committed(&bootstrap, &group, &topic, 1)[0] <= 0,
+            "committed past a dead letter that was not written"
+        );
+    }
+
+    // ilert is back: the queue drains, the dead letter is written, the offset moves on and
+    // the next Kafka event flows.
+    stand_in.set_behaviour(Behaviour::default());
+    assert!(
+        wait_for_stat(&db, "dead_letters", |n| n == 1).await,
+        "{}",
+        agent.log()
+    );
+    let next = json!({
+        "integrationKey": "il1api-kafka-after-full",
+        "eventType": "ALERT",
+        "summary": "after the full queue",
+        "alertKey": "after-full",
+    });
+    common::produce(
+        &producer,
+        &topic,
+        Some(0),
+        Some("good"),
+        next.to_string().as_bytes(),
+    )
+    .await;
+    assert!(
+        eventually(WAIT, || common::committed(&bootstrap, &group, &topic, 1)[0]
+            >= 2)
+        .await,
+        "offsets not committed past the dead letter; log:\n{}",
+        agent.log()
+    );
+    assert!(
+        wait_for_events(&stand_in, accepted + 1, WAIT).await,
+        "{}",
+        agent.log()
+    );
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
