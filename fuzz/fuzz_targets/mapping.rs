@@ -8,7 +8,7 @@
 
 #![no_main]
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use ilagent::action::Action;
 use ilagent::config::Topics;
@@ -30,6 +30,9 @@ const SOURCES: [SourceKind; 4] = [
     SourceKind::Http,
     SourceKind::Cli,
 ];
+
+/// Built once, not for every input.
+static CONFIGS: LazyLock<Vec<MappingConfig>> = LazyLock::new(configs);
 
 fn configs() -> Vec<MappingConfig> {
     let policy = |fields: &[&str], email: &str, shift: &str, offset: i64| PolicyMapping {
@@ -203,8 +206,7 @@ fuzz_target!(|data: &[u8]| {
     let (topic, config) = if *config_byte >= 128 {
         from_topic_line(&line)
     } else {
-        let configs = configs();
-        let config = configs[usize::from(*config_byte) % configs.len()].clone();
+        let config = CONFIGS[usize::from(*config_byte) % CONFIGS.len()].clone();
         (line.into_owned(), config)
     };
     let kind = KINDS[usize::from(kind_byte & 3) % KINDS.len()];
