@@ -20,8 +20,10 @@ use super::ApiState;
 use super::limits;
 use super::reply::error;
 use crate::action::Action;
+use crate::ilert::Event;
 use crate::message::{Message, Metadata, SourceKind};
 use crate::observe::events;
+use crate::pipeline::MessageRouter;
 use crate::queue::{NewRow, StoredMeta, now_ms, order_key_column};
 
 pub async fn post_event(
@@ -88,20 +90,12 @@ async fn accept(
         payload: body.to_vec(),
         meta: Metadata::new(SourceKind::Http, path),
     };
-    let action = api.router.action_for(&message);
-    let event = match &action {
-        Action::Event(event) => event,
-        Action::Invalid(reason) => {
-            return refuse(StatusCode::BAD_REQUEST, "INVALID_EVENT", reason.as_str());
-        }
-        Action::Skip(_) | Action::Heartbeat(_) | Action::PolicyUpdate(_) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "INVALID_EVENT",
-                "the body is not an event",
-            );
-        }
+    let event = match event_of(&api.router, &message) {
+        Ok(event) => event,
+        Err(reason) => return refuse(StatusCode::BAD_REQUEST, "INVALID_EVENT", &reason),
     };
+    let event_type = event.event_type;
+    let action = Action::Event(event);
     let row = NewRow {
         source: SourceKind::Http,
         topic: path.to_string(),
@@ -122,7 +116,7 @@ async fn accept(
             let body = json!({
                 "status": "queued",
                 "id": meta.queue_id,
-                "eventType": event.event_type.as_str(),
+                "eventType": event_type.as_str(),
             });
             (StatusCode::ACCEPTED, axum::Json(body)).into_response()
         }
@@ -151,13 +145,26 @@ async fn accept(
     }
 }
 
+/// The event a posted body holds, or why it is refused (400 `INVALID_EVENT`): the
+/// router's mapping, which for the proxy is the ilert schema as it is. Pure (no queue, no
+/// I/O), so that the proxy's parsing can be fuzzed without a server (`fuzz/`).
+pub fn event_of(router: &MessageRouter, message: &Message) -> Result<Box<Event>, String> {
+    match router.action_for(message) {
+        Action::Event(event) => Ok(event),
+        Action::Invalid(reason) => Err(reason),
+        Action::Skip(_) | Action::Heartbeat(_) | Action::PolicyUpdate(_) => {
+            Err("the body is not an event".into())
+        }
+    }
+}
+
 /// What a client that got 503 because the queue could not take the event should wait
 /// before it sends it again: long enough for deliveries to make room, short enough that
 /// the event is not delayed much once there is.
 const RETRY_AFTER_SECONDS: u32 = 10;
 
 /// `application/json`, with or without parameters (`; charset=utf-8`), or `+json` types.
-fn is_json(headers: &HeaderMap) -> bool {
+pub fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -24,6 +24,9 @@ mod limits;
 mod reply;
 mod server;
 
+pub use heartbeat::path_key;
+pub use intake::{event_of, is_json};
+pub use reply::error_body;
 pub use server::ServerLimits;
 pub(crate) use server::serve;
 

@@ -15,11 +15,16 @@ use crate::secret::Secret;
 /// A JSON error answer. `message` never holds a secret: callers pass mapping's reasons,
 /// which name fields, not values of keys.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, axum::Json(error_body(status, code, message))).into_response()
+}
+
+/// The body of [`error`], apart so that it can be fuzzed without a response (`fuzz/`).
+pub fn error_body(status: StatusCode, code: &str, message: &str) -> serde_json::Value {
     let mut body = json!({ "status": status.as_u16(), "code": code, "message": message });
     if let Some(field) = field_named(message) {
         body["field"] = json!(field);
     }
-    (status, axum::Json(body)).into_response()
+    body
 }
 
 /// The first name in backquotes: mapping's reasons read "field `summary` must be …".
