@@ -15,9 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use ilert_standin::Behaviour;
 
-use super::{Ctx, delivery_timeout, settle, wait_delivered, watch};
-use crate::agent::Agent;
-use crate::ilert::{Ilert, ilert_like};
+use super::{Ctx, Stage, delivery_timeout, watch};
+use crate::ilert::ilert_like;
 use crate::outcome::Outcome;
 use crate::size::Size;
 use crate::source::{Kind, Setup};
@@ -35,29 +34,23 @@ pub async fn run(ctx: &Ctx, kind: Kind) -> Result<Outcome> {
 
 async fn mqtt(ctx: &Ctx, kind: Kind) -> Result<Outcome> {
     let mut outcome = Outcome::new(kind.name(), "broker-restart");
-    let mut setup = Setup::start(kind).await?;
-    let ilert = Ilert::start(Behaviour {
+    let slow = Behaviour {
         latency_ms: 200,
         ..ilert_like()
-    })
-    .await?;
-    let mut agent = Agent::start(&ctx.agent, &ilert.url(), setup.agent_args("chaos"))?;
-    agent.wait_ready(Duration::from_secs(90)).await?;
-
+    };
+    let mut stage = Stage::up(ctx, Setup::start(kind).await?, slow, &[]).await?;
     let (count, rate) = ctx.events(kind);
-    setup.target.clone().feed(count, rate).await?;
+    stage.setup.target.clone().feed(count, rate).await?;
     for _ in 0..MQTT_RESTARTS {
-        watch(&mut [&mut agent], Duration::from_secs(2)).await?;
-        setup
+        watch(&mut [&mut stage.agent], Duration::from_secs(2)).await?;
+        stage
+            .setup
             .mosquitto()
             .context("an MQTT setup has a Mosquitto")?
             .restart()?;
     }
     let timeout = delivery_timeout(ctx, kind) + Duration::from_secs(60);
-    wait_delivered(&ilert, &mut [&mut agent], count, timeout).await?;
-    agent.stop()?;
-    settle(&mut outcome, &[&agent]);
-    outcome.count(count, &ilert.requests());
+    stage.finish(&mut outcome, count, timeout).await?;
     outcome
         .notes
         .push(format!("Mosquitto restarted {MQTT_RESTARTS} times"));
@@ -66,34 +59,27 @@ async fn mqtt(ctx: &Ctx, kind: Kind) -> Result<Outcome> {
 
 async fn kafka(ctx: &Ctx) -> Result<Outcome> {
     let mut outcome = Outcome::new("kafka", "broker-restart");
-    let setup = Setup::start_mock_kafka()?;
-    let ilert = Ilert::start(ilert_like()).await?;
-    let mut agent = Agent::start(&ctx.agent, &ilert.url(), setup.agent_args("chaos"))?;
-    agent.wait_ready(Duration::from_secs(90)).await?;
-
+    let mut stage = Stage::up(ctx, Setup::start_mock_kafka()?, ilert_like(), &[]).await?;
     let (count, rate) = ctx.events(Kind::Kafka);
-    let feed = tokio::spawn(setup.target.clone().feed(count, rate));
-    watch(&mut [&mut agent], Size::feed_duration(count, rate) / 3).await?;
-    let cluster = setup.mock_cluster().context("a mock-cluster setup")?;
+    let feed = tokio::spawn(stage.setup.target.clone().feed(count, rate));
+    watch(
+        &mut [&mut stage.agent],
+        Size::feed_duration(count, rate) / 3,
+    )
+    .await?;
+    let cluster = stage.setup.mock_cluster().context("a mock-cluster setup")?;
     cluster
         .broker_down(1)
         .context("taking the mock broker down")?;
-    watch(&mut [&mut agent], ctx.size.outage).await?;
-    let cluster = setup.mock_cluster().context("a mock-cluster setup")?;
+    watch(&mut [&mut stage.agent], ctx.size.outage).await?;
+    let cluster = stage.setup.mock_cluster().context("a mock-cluster setup")?;
     cluster
         .broker_up(1)
         .context("bringing the mock broker back")?;
     feed.await??;
-    wait_delivered(
-        &ilert,
-        &mut [&mut agent],
-        count,
-        delivery_timeout(ctx, Kind::Kafka),
-    )
-    .await?;
-    agent.stop()?;
-    settle(&mut outcome, &[&agent]);
-    outcome.count(count, &ilert.requests());
+    stage
+        .finish(&mut outcome, count, delivery_timeout(ctx, Kind::Kafka))
+        .await?;
     outcome.notes.push(format!(
         "librdkafka's mock broker down for {:?}",
         ctx.size.outage

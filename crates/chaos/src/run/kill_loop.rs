@@ -5,42 +5,36 @@
 
 use anyhow::Result;
 
-use super::{Ctx, PROGRESS_CAP, delivery_timeout, settle, wait_delivered, wait_progress, watch};
-use crate::agent::Agent;
-use crate::ilert::{Ilert, ilert_like};
+use super::{Ctx, PROGRESS_CAP, Stage, delivery_timeout, wait_progress, watch};
+use crate::ilert::ilert_like;
 use crate::outcome::Outcome;
 use crate::size::Size;
 use crate::source::{Kind, Setup};
 
 pub async fn run(ctx: &Ctx, kind: Kind) -> Result<Outcome> {
     let mut outcome = Outcome::new(kind.name(), "kill-loop");
-    let setup = Setup::start(kind).await?;
-    let ilert = Ilert::start(ilert_like()).await?;
-    let mut agent = Agent::start(&ctx.agent, &ilert.url(), setup.agent_args("chaos"))?;
-    agent.wait_ready(std::time::Duration::from_secs(90)).await?;
-
+    let mut stage = Stage::up(ctx, Setup::start(kind).await?, ilert_like(), &[]).await?;
     let (count, rate) = ctx.events(kind);
-    let feed = tokio::spawn(setup.target.clone().feed(count, rate));
+    let feed = tokio::spawn(stage.setup.target.clone().feed(count, rate));
     // Kill k comes once k/(kills+1) of the events arrived, and no sooner than the feed's
     // pace would have it: spread over the delivery, never at an agent still starting.
     let every = Size::feed_duration(count, rate) / u32::try_from(ctx.size.kills + 1)?;
     for k in 1..=ctx.size.kills {
-        watch(&mut [&mut agent], every).await?;
+        watch(&mut [&mut stage.agent], every).await?;
         let target = count * k / (ctx.size.kills + 1);
-        wait_progress(&ilert, &mut [&mut agent], count, target, PROGRESS_CAP).await?;
-        agent.kill_and_restart()?;
+        wait_progress(
+            &stage.ilert,
+            &mut [&mut stage.agent],
+            count,
+            target,
+            PROGRESS_CAP,
+        )
+        .await?;
+        stage.agent.kill_and_restart()?;
     }
     feed.await??;
-    wait_delivered(
-        &ilert,
-        &mut [&mut agent],
-        count,
-        delivery_timeout(ctx, kind),
-    )
-    .await?;
-    agent.stop()?;
-    settle(&mut outcome, &[&agent]);
-    outcome.count(count, &ilert.requests());
-    drop(setup);
+    stage
+        .finish(&mut outcome, count, delivery_timeout(ctx, kind))
+        .await?;
     Ok(outcome)
 }

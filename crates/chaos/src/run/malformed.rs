@@ -16,11 +16,10 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::time::Instant;
 
-use super::{Ctx, delivery_timeout, settle, wait_delivered};
-use crate::agent::Agent;
+use super::{Ctx, Stage, delivery_timeout};
 use crate::corpus::{Malformed, corpus};
 use crate::feed;
-use crate::ilert::{Ilert, ilert_like};
+use crate::ilert::ilert_like;
 use crate::outcome::Outcome;
 use crate::source::{Kind, Setup, Target};
 
@@ -28,95 +27,89 @@ const DLQ_TOPIC: &str = "chaos-dead-letters";
 /// A malformed message after every this many valid ones.
 const VALID_PER_MALFORMED: usize = 4;
 
+/// One message of a run: valid event `id`, or a malformed one.
+enum Item<'a> {
+    Valid(usize),
+    Malformed(&'a Malformed),
+}
+
+/// [`VALID_PER_MALFORMED`] valid events, then a malformed one, and so on.
+fn interleaved(bad: &[Malformed]) -> impl Iterator<Item = Item<'_>> {
+    bad.iter().enumerate().flat_map(|(i, message)| {
+        let valid = i * VALID_PER_MALFORMED..(i + 1) * VALID_PER_MALFORMED;
+        valid.map(Item::Valid).chain([Item::Malformed(message)])
+    })
+}
+
 pub async fn run(ctx: &Ctx, kind: Kind) -> Result<Outcome> {
     let mut outcome = Outcome::new(kind.name(), "malformed");
-    let setup = Setup::start(kind).await?;
-    let ilert = Ilert::start(ilert_like()).await?;
-    let mut args = setup.agent_args("chaos");
-    if kind == Kind::Kafka {
-        args.extend(["--kafka_dlq_topic".to_string(), DLQ_TOPIC.to_string()]);
-    }
-    let mut agent = Agent::start(&ctx.agent, &ilert.url(), args)?;
-    agent.wait_ready(Duration::from_secs(90)).await?;
-
+    let extra: &[&str] = match kind {
+        Kind::Kafka => &["--kafka_dlq_topic", DLQ_TOPIC],
+        _ => &[],
+    };
+    let mut stage = Stage::up(ctx, Setup::start(kind).await?, ilert_like(), extra).await?;
     let bad = corpus(ctx.size.malformed, 13);
     let valid = bad.len() * VALID_PER_MALFORMED;
     let stream = feed::stream(valid);
-    let set_aside = match &setup.target {
+    let target = stage.setup.target.clone();
+    let mut refused = 0;
+    match &target {
         Target::Kafka { bootstrap, topic } => {
             let producer: FutureProducer = rdkafka::ClientConfig::new()
                 .set("bootstrap.servers", bootstrap)
                 .set("message.max.bytes", "2000000")
                 .create()
                 .context("cannot create the Kafka producer")?;
-            for (i, message) in bad.iter().enumerate() {
-                for id in i * VALID_PER_MALFORMED..(i + 1) * VALID_PER_MALFORMED {
-                    let (key, payload) = stream.event(id);
-                    send(&producer, topic, Some(key.as_bytes()), Some(&payload)).await?;
-                }
-                send(
-                    &producer,
-                    topic,
-                    message.key.as_deref(),
-                    message.payload.as_deref(),
-                )
-                .await?;
+            for item in interleaved(&bad) {
+                let (key, payload) = match item {
+                    Item::Valid(id) => {
+                        let (key, payload) = stream.event(id);
+                        (Some(key.into_bytes()), Some(payload))
+                    }
+                    Item::Malformed(m) => (m.key.clone(), m.payload.clone()),
+                };
+                send(&producer, topic, key.as_deref(), payload.as_deref()).await?;
             }
-            wait_delivered(
-                &ilert,
-                &mut [&mut agent],
-                valid,
-                delivery_timeout(ctx, kind),
-            )
-            .await?;
-            let set_aside = dead_letter_records(bootstrap, bad.len()).await?;
-            agent.stop()?;
-            set_aside
         }
         Target::Mqtt { port, topic } => {
-            let mut payloads = Vec::new();
-            for (i, message) in bad.iter().enumerate() {
-                for id in i * VALID_PER_MALFORMED..(i + 1) * VALID_PER_MALFORMED {
-                    payloads.push(stream.event(id).1);
-                }
-                payloads.push(message.payload.clone().unwrap_or_default());
-            }
+            let payloads = interleaved(&bad)
+                .map(|item| match item {
+                    Item::Valid(id) => stream.event(id).1,
+                    Item::Malformed(m) => m.payload.clone().unwrap_or_default(),
+                })
+                .collect();
             feed::mqtt_payloads(*port, "chaos-malformed", topic, payloads, 500).await?;
-            wait_delivered(
-                &ilert,
-                &mut [&mut agent],
-                valid,
-                delivery_timeout(ctx, kind),
-            )
-            .await?;
-            agent.stop()?;
-            let reasons = agent.dead_letter_reasons()?;
-            reasons.iter().filter(|r| !r.trim().is_empty()).count()
         }
         Target::Proxy { port } => {
             let client = reqwest::Client::new();
             let url = format!("http://127.0.0.1:{port}/api/events");
-            let mut refused = 0;
-            for (i, message) in bad.iter().enumerate() {
-                for id in i * VALID_PER_MALFORMED..(i + 1) * VALID_PER_MALFORMED {
-                    let body = stream.event(id).1;
-                    feed::post_until_accepted(&client, &url, body, Duration::from_secs(60)).await?;
+            for item in interleaved(&bad) {
+                match item {
+                    Item::Valid(id) => {
+                        let body = stream.event(id).1;
+                        feed::post_until_accepted(&client, &url, body, Duration::from_secs(60))
+                            .await?;
+                    }
+                    Item::Malformed(m) => {
+                        refused += usize::from(post_refused(&client, &url, m).await?);
+                    }
                 }
-                refused += usize::from(post_refused(&client, &url, message).await?);
             }
-            wait_delivered(
-                &ilert,
-                &mut [&mut agent],
-                valid,
-                delivery_timeout(ctx, kind),
-            )
-            .await?;
-            agent.stop()?;
-            refused
         }
+    }
+    stage
+        .finish(&mut outcome, valid, delivery_timeout(ctx, kind))
+        .await?;
+    let set_aside = match &target {
+        Target::Kafka { bootstrap, .. } => dead_letter_records(bootstrap, bad.len()).await?,
+        Target::Mqtt { .. } => stage
+            .agent
+            .dead_letter_reasons()?
+            .iter()
+            .filter(|reason| !reason.trim().is_empty())
+            .count(),
+        Target::Proxy { .. } => refused,
     };
-    settle(&mut outcome, &[&agent]);
-    outcome.count(valid, &ilert.requests());
     outcome.malformed = Some(bad.len());
     outcome.set_aside = Some(set_aside);
     Ok(outcome)

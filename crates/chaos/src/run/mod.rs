@@ -14,11 +14,13 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::time::Instant;
 
+use ilert_standin::Behaviour;
+
 use crate::agent::Agent;
 use crate::ilert::Ilert;
 use crate::outcome::Outcome;
 use crate::size::Size;
-use crate::source::Kind;
+use crate::source::{Kind, Setup};
 
 /// The longest a kill waits for the progress it is due at (a stalled agent is then killed
 /// anyway; the run counts what it lost).
@@ -102,6 +104,49 @@ pub async fn run(ctx: &Ctx, kind: Kind, fault: Fault) -> Outcome {
     });
     outcome.took(started.elapsed());
     outcome
+}
+
+/// What a run stands on: the source's broker, ilert, and one agent between them, ready.
+pub struct Stage {
+    pub setup: Setup,
+    pub ilert: Ilert,
+    pub agent: Agent,
+}
+
+impl Stage {
+    /// Starts ilert with `behaviour` and an agent for `setup` (its default flags plus
+    /// `extra`), and waits until the agent is ready.
+    pub async fn up(
+        ctx: &Ctx,
+        setup: Setup,
+        behaviour: Behaviour,
+        extra: &[&str],
+    ) -> Result<Stage> {
+        let ilert = Ilert::start(behaviour).await?;
+        let mut args = setup.agent_args("chaos");
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut agent = Agent::start(&ctx.agent, &ilert.url(), args)?;
+        agent.wait_ready(Duration::from_secs(90)).await?;
+        Ok(Stage {
+            setup,
+            ilert,
+            agent,
+        })
+    }
+
+    /// Waits (up to `timeout`) for events `0..sent`, stops the agent and counts.
+    pub async fn finish(
+        &mut self,
+        outcome: &mut Outcome,
+        sent: usize,
+        timeout: Duration,
+    ) -> Result<()> {
+        wait_delivered(&self.ilert, &mut [&mut self.agent], sent, timeout).await?;
+        self.agent.stop()?;
+        settle(outcome, &[&self.agent]);
+        outcome.count(sent, &self.ilert.requests());
+        Ok(())
+    }
 }
 
 /// Waits until ilert accepted every event `0..sent` or `timeout` passes, looking after the

@@ -5,9 +5,8 @@
 
 use anyhow::Result;
 
-use super::{Ctx, delivery_timeout, settle, wait_delivered, watch};
-use crate::agent::Agent;
-use crate::ilert::{Ilert, ilert_like};
+use super::{Ctx, Stage, delivery_timeout, watch};
+use crate::ilert::ilert_like;
 use crate::outcome::Outcome;
 use crate::size::Size;
 use crate::source::{Kind, Setup};
@@ -26,34 +25,26 @@ pub async fn run(ctx: &Ctx, kind: Kind, mode: Mode) -> Result<Outcome> {
         Mode::Unavailable => "ilert-503",
     };
     let mut outcome = Outcome::new(kind.name(), name);
-    let setup = Setup::start(kind).await?;
-    let mut ilert = Ilert::start(ilert_like()).await?;
-    let mut agent = Agent::start(&ctx.agent, &ilert.url(), setup.agent_args("chaos"))?;
-    agent.wait_ready(std::time::Duration::from_secs(90)).await?;
-
+    let mut stage = Stage::up(ctx, Setup::start(kind).await?, ilert_like(), &[]).await?;
     let (count, rate) = ctx.events(kind);
-    let feed = tokio::spawn(setup.target.clone().feed(count, rate));
-    watch(&mut [&mut agent], Size::feed_duration(count, rate) / 3).await?;
-    match mode {
-        Mode::Refused => ilert.go_down().await,
-        Mode::Unavailable => ilert.fail_everything(true),
-    }
-    watch(&mut [&mut agent], ctx.size.outage).await?;
-    match mode {
-        Mode::Refused => ilert.come_back().await?,
-        Mode::Unavailable => ilert.fail_everything(false),
-    }
-    feed.await??;
-    wait_delivered(
-        &ilert,
-        &mut [&mut agent],
-        count,
-        delivery_timeout(ctx, kind),
+    let feed = tokio::spawn(stage.setup.target.clone().feed(count, rate));
+    watch(
+        &mut [&mut stage.agent],
+        Size::feed_duration(count, rate) / 3,
     )
     .await?;
-    agent.stop()?;
-    settle(&mut outcome, &[&agent]);
-    outcome.count(count, &ilert.requests());
-    drop(setup);
+    match mode {
+        Mode::Refused => stage.ilert.go_down().await,
+        Mode::Unavailable => stage.ilert.fail_everything(true),
+    }
+    watch(&mut [&mut stage.agent], ctx.size.outage).await?;
+    match mode {
+        Mode::Refused => stage.ilert.come_back().await?,
+        Mode::Unavailable => stage.ilert.fail_everything(false),
+    }
+    feed.await??;
+    stage
+        .finish(&mut outcome, count, delivery_timeout(ctx, kind))
+        .await?;
     Ok(outcome)
 }
