@@ -192,7 +192,11 @@ mod tests {
         // Alternating +-0.3 around 40, and one 0.4 step in the last minutes: the slope may
         // exceed the limit, the quarters do not differ by the margin.
         let noisy = hour(|m| {
-            40.0 + if m as u32 % 2 == 0 { 0.3 } else { -0.3 } + if m > 55.0 { 0.4 } else { 0.0 }
+            40.0 + if (m as u32).is_multiple_of(2) {
+                0.3
+            } else {
+                -0.3
+            } + if m > 55.0 { 0.4 } else { 0.0 }
         });
         let verdict = judge("rss", "MiB", &noisy, 720.0, LIMIT);
         assert!(!verdict.grows, "{}", verdict.line());

@@ -225,7 +225,7 @@ pub async fn run(config: &Config) -> Result<Outcome> {
         let t = started.elapsed();
         a.ensure_alive()?;
         b.ensure_alive()?;
-        for sender in running.iter_mut().filter(|s| s.is_finished()) {
+        if let Some(sender) = running.iter_mut().find(|s| s.is_finished()) {
             sender.await.context("a sender panicked")??;
             anyhow::bail!("a sender stopped before the end");
         }

@@ -96,7 +96,7 @@ impl Shape {
             Kind::Refused => REFUSED_KEY.to_string(),
             _ => format!("il1api-soak-{src}-{}", key % self.integration_keys.max(1)),
         };
-        let event_type = if (n / self.keys.max(1)) % 2 == 0 {
+        let event_type = if (n / self.keys.max(1)).is_multiple_of(2) {
             "ALERT"
         } else {
             "RESOLVE"
