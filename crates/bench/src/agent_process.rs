@@ -1,6 +1,7 @@
-//! The agent under test as a separate process, and what /proc says about it: peak resident
-//! memory (VmHWM) and CPU seconds (utime + stime). Its output goes to a log file, so that a
-//! scenario can tell why it exited (the proxy scenario looks for a refused `-p`).
+//! The agent under test as a separate process, and what /proc says about it: peak and
+//! current resident memory (VmHWM, VmRSS), open file descriptors and CPU seconds
+//! (utime + stime). Its output goes to a log file, so that a scenario can tell why it
+//! exited (the proxy scenario looks for a refused `-p`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -94,6 +95,17 @@ impl AgentProcess {
             .find(|l| l.starts_with(field))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|kb| kb.parse::<u64>().ok())
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Open file descriptors now: the entries of /proc/PID/fd.
+    pub fn open_fds(&self) -> Option<usize> {
+        let entries = std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).ok()?;
+        Some(entries.count())
     }
 
     /// Peak RSS in MiB.

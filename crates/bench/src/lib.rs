@@ -1,6 +1,6 @@
-//! Tools around ilagent that are not the agent: a producer for demos, and the benchmark
-//! runner (real brokers, the ilert stand-in in-process, the release agent as a separate
-//! process). Nothing here is linked into the agent.
+//! Tools around ilagent that are not the agent: a producer for demos, the benchmark
+//! runner and the soak (real brokers, the ilert stand-in in-process, the release agent as
+//! a separate process). Nothing here is linked into the agent.
 //!
 //! # Layout
 //! - [`scenario`]: one module per delivery path (`ceiling`, `kafka`, `mqtt`, `proxy`,
@@ -10,7 +10,8 @@
 //! - [`report`]: a row from the stand-in's log, the table; [`targets`]: issue 6's targets;
 //! - [`agent_process`]: the agent process and its /proc figures;
 //! - [`kafka`], [`mqtt`]: producing and publishing; [`reference`]: a bare consumer beside
-//!   the agent, to tell what the agent adds from what the broker path costs.
+//!   the agent, to tell what the agent adds from what the broker path costs;
+//! - [`soak`]: hours of steady traffic through every source, sampled for growth.
 
 pub mod agent_process;
 pub mod collect;
@@ -20,4 +21,5 @@ pub mod mqtt;
 pub mod reference;
 pub mod report;
 pub mod scenario;
+pub mod soak;
 pub mod targets;
