@@ -162,24 +162,6 @@ impl Agent {
         Ok(())
     }
 
-    /// `ilagent -f <db> queue status` as (name, value) pairs.
-    pub fn queue_status(&self) -> Result<Vec<(String, u64)>> {
-        let output = std::process::Command::new(&self.binary)
-            .arg("-f")
-            .arg(self.db())
-            .args(["queue", "status"])
-            .output()
-            .context("running ilagent queue status")?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        Ok(text
-            .lines()
-            .filter_map(|line| {
-                let (name, value) = line.split_once(char::is_whitespace)?;
-                Some((name.to_string(), value.trim().parse().ok()?))
-            })
-            .collect())
-    }
-
     /// Reasons of the dead letters in the SQLite file (`queue dead_letters --json`).
     pub fn dead_letter_reasons(&self) -> Result<Vec<String>> {
         let output = std::process::Command::new(&self.binary)

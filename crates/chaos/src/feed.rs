@@ -65,7 +65,8 @@ pub async fn kafka(bootstrap: &str, topic: &str, count: usize, rate: usize) -> R
 /// Publishes events `0..count` to `topic` with QoS 1 over one connection at `rate` per
 /// second; returns once the broker acknowledged each one.
 pub async fn mqtt(port: u16, topic: &str, count: usize, rate: usize) -> Result<()> {
-    let payloads: Vec<Vec<u8>> = (0..count).map(|id| stream(count).event(id).1).collect();
+    let stream = stream(count);
+    let payloads: Vec<Vec<u8>> = (0..count).map(|id| stream.event(id).1).collect();
     mqtt_payloads(port, "chaos-feed", topic, payloads, rate).await
 }
 

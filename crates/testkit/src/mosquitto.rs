@@ -86,7 +86,8 @@ impl Mosquitto {
 
     /// Stops the broker with SIGTERM (so that a broker with `persistence true` writes its
     /// state) and starts it again with the same config, directory and port, as an operator's
-    /// restart would. Returns once it accepts connections again.
+    /// restart would. Returns once it accepts connections again. The log starts afresh
+    /// with the new process.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.process.terminate(Duration::from_secs(10));
         let log = self.process.log_path().to_path_buf();
