@@ -442,6 +442,64 @@ async fn messages_that_find_the_window_full_go_to_the_queue_and_keep_their_order
     assert_eq!(code, Some(0), "{log}");
 }
 
+/// The chaos suite's loss (ilert down for a minute, a stream of many alert keys): once the
+/// window was full of deliveries that cannot finish, every message of a new key waited
+/// `--mqtt_spill_after` for a slot, the intake took one message a second, and the broker
+/// dropped what overflowed its 1,000 queued messages.
+#[tokio::test]
+async fn an_ilert_outage_with_a_full_window_sends_new_keys_to_the_queue_at_the_stream_s_pace() {
+    let broker = stock_broker();
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.set_behaviour(Behaviour {
+        error_rate: 1.0,
+        ..Behaviour::default()
+    });
+    let db = tempfile::tempdir().unwrap();
+    let db_file = db.path().join("q.db3");
+    let (topic, client_id) = (unique("outage"), unique("agent"));
+    // Production defaults: a window of 4,096 messages (16 x --mqtt_max_in_flight 256).
+    let mut args = agent_args(broker.port(), &client_id, &db_file);
+    args.extend(["-e".to_string(), topic.clone()]);
+    let agent = start_agent(&stand_in, &args, &[]);
+    wait_subscribed(&agent).await;
+
+    // One message per alert key and integration key, 500 a second: the window fills after
+    // about 8 s, and the last 2,000 find it full.
+    const KEYS: usize = 6_000;
+    let messages: Vec<(String, Vec<u8>)> = (0..KEYS)
+        .map(|key| {
+            let integration_key = format!("il1api-outage-{key}");
+            (topic.clone(), keyed_event(&integration_key, key, 0))
+        })
+        .collect();
+    publish_paced(broker.port(), &messages, Duration::from_millis(2)).await;
+
+    assert!(
+        wait_for_stat(&db_file, "queued", |n| n == KEYS as u64).await,
+        "{} of {KEYS} messages in the file; broker log tail:\n{}\nagent log:\n{}",
+        queue_stat(&db_file, "queued").await,
+        tail(broker.log_path()),
+        agent.log()
+    );
+    let broker_log = std::fs::read_to_string(broker.log_path()).unwrap();
+    assert!(
+        !broker_log.contains("dropped"),
+        "the broker dropped messages:\n{}",
+        tail(broker.log_path())
+    );
+
+    stand_in.set_behaviour(Behaviour::default());
+    assert!(
+        eventually(2 * WAIT, || distinct(&stand_in.events()).len() >= KEYS).await,
+        "{} of {KEYS} delivered after ilert came back",
+        distinct(&stand_in.events()).len()
+    );
+    assert!(wait_for_stat(&db_file, "queued", |n| n == 0).await);
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert_acked_in_receive_order(&broker, &client_id);
+}
+
 fn tail(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();

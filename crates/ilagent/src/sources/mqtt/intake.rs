@@ -17,7 +17,7 @@ use super::spill::{Spill, ToQueue};
 use crate::message::{Message, Metadata, SourceKind};
 use crate::observe::events;
 use crate::pipeline::persist::until_written;
-use crate::pipeline::{Dispatcher, Job, MessageRouter};
+use crate::pipeline::{Dispatcher, Job, MessageRouter, Slot};
 use crate::queue::worker::Wakeup;
 use crate::queue::{NewRow, Queue, QueueError, StoredMeta, now_ms, order_key_column};
 
@@ -42,13 +42,84 @@ fn split(received: Received) -> (Message, Option<AckToken>, u64) {
 
 /// What the non-buffered intake works with.
 pub struct Direct {
-    pub dispatcher: Dispatcher<MqttSettler>,
-    pub router: MessageRouter,
-    pub ledger: Arc<Ledger>,
-    pub spill: Spill,
+    dispatcher: Dispatcher<MqttSettler>,
+    router: MessageRouter,
+    ledger: Arc<Ledger>,
+    spill: Spill,
     /// `--mqtt_max_unacked` and `--mqtt_spill_after`.
-    pub max_unacked: usize,
-    pub spill_after: Duration,
+    max_unacked: usize,
+    spill_after: Duration,
+    full_window: FullWindow,
+}
+
+impl Direct {
+    pub fn new(
+        dispatcher: Dispatcher<MqttSettler>,
+        router: MessageRouter,
+        ledger: Arc<Ledger>,
+        spill: Spill,
+        max_unacked: usize,
+        spill_after: Duration,
+    ) -> Self {
+        Direct {
+            dispatcher,
+            router,
+            ledger,
+            spill,
+            max_unacked,
+            spill_after,
+            full_window: FullWindow::new(spill_after),
+        }
+    }
+}
+
+/// How long the intake may still wait for room in a full dispatcher window.
+///
+/// Waiting for a slot keeps a message live while deliveries free slots quickly (a flood on
+/// a healthy ilert), but the intake takes nothing else while it waits, and the broker holds
+/// only so many messages for a client (Mosquitto: 1,000 queued) before it drops the rest.
+/// So all the waits of one full spell together last at most `--mqtt_spill_after`; after
+/// that a message that finds the window full goes to the queue at once, and the allowance
+/// comes back only once the window has drained to half. Without this, a window of
+/// deliveries that cannot finish (ilert down for a minute) cost every new key the whole
+/// wait: the intake took one message a second and the broker dropped the overflow.
+struct FullWindow {
+    limit: Duration,
+    left: Duration,
+}
+
+impl FullWindow {
+    fn new(limit: Duration) -> Self {
+        FullWindow { limit, left: limit }
+    }
+
+    /// A slot was free at once: with the window drained to half, the spell is over.
+    fn had_room(&mut self, in_flight: usize, capacity: usize) {
+        if in_flight <= capacity / 2 {
+            self.left = self.limit;
+        }
+    }
+
+    /// Waits up to what is left of the allowance for a slot.
+    async fn wait_for_slot(
+        &mut self,
+        dispatcher: &Dispatcher<MqttSettler>,
+        bytes: usize,
+    ) -> Option<Slot> {
+        if self.left.is_zero() {
+            return None;
+        }
+        let started = Instant::now();
+        let slot = tokio::time::timeout(self.left, dispatcher.reserve_for(bytes))
+            .await
+            .ok()
+            .flatten();
+        self.left = match slot {
+            Some(_) => self.left.saturating_sub(started.elapsed()),
+            None => Duration::ZERO,
+        };
+        slot
+    }
 }
 
 /// Non-buffered: each message goes to the dispatcher and is acknowledged, in arrival order,
@@ -58,7 +129,7 @@ pub struct Direct {
 /// the broker.
 pub async fn direct(
     mut received: mpsc::UnboundedReceiver<Received>,
-    intake: Direct,
+    mut intake: Direct,
     shutdown: CancellationToken,
 ) {
     // Far enough away to mean "never"; re-computed after every batch.
@@ -103,7 +174,7 @@ impl Direct {
     /// Submits `next`, or adds it to `to_queue` (with its key counted, so that the rest of
     /// the batch of that key follows it there).
     async fn take(
-        &self,
+        &mut self,
         next: Received,
         to_queue: &mut Vec<ToQueue>,
         shutdown: &CancellationToken,
@@ -125,26 +196,23 @@ impl Direct {
             .is_some_and(|key| self.spill.keys.contains(key));
         let slot = if behind_queued_rows {
             None
+        } else if let Some(slot) = self.dispatcher.try_reserve_for(message.payload.len()) {
+            self.full_window
+                .had_room(self.dispatcher.in_flight(), self.dispatcher.capacity());
+            Some(slot)
+        } else if self.full_window.left.is_zero() {
+            // Out of waiting for this full spell: to the queue, written with the batch.
+            None
         } else {
-            match self.dispatcher.try_reserve_for(message.payload.len()) {
-                Some(slot) => Some(slot),
-                None => {
-                    // The window is full. What is unacknowledged goes to disk now, so the
-                    // broker keeps sending; then a slot freed within --mqtt_spill_after
-                    // keeps this message live (under a flood deliveries free slots all the
-                    // time), and only a window that stays full sends it to the queue.
-                    self.spill
-                        .spill(&self.ledger, std::mem::take(to_queue), shutdown)
-                        .await;
-                    tokio::time::timeout(
-                        self.spill_after,
-                        self.dispatcher.reserve_for(message.payload.len()),
-                    )
-                    .await
-                    .ok()
-                    .flatten()
-                }
-            }
+            // The window is full. What is unacknowledged goes to disk now, so the broker
+            // keeps sending; then a slot freed soon keeps this message live (under a
+            // flood deliveries free slots all the time), within the spell's allowance.
+            self.spill
+                .spill(&self.ledger, std::mem::take(to_queue), shutdown)
+                .await;
+            self.full_window
+                .wait_for_slot(&self.dispatcher, message.payload.len())
+                .await
         };
         let Some(slot) = slot else {
             // The spill at the end of the batch writes everything older that is

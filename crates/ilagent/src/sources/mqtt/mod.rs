@@ -199,14 +199,14 @@ impl MqttSource {
                 self.config.max_in_flight,
                 abort.clone(),
             );
-            let direct = intake::Direct {
-                dispatcher: dispatcher.clone(),
+            let direct = intake::Direct::new(
+                dispatcher.clone(),
                 router,
-                ledger: Arc::clone(&ledger),
+                Arc::clone(&ledger),
                 spill,
-                max_unacked: self.config.max_unacked,
-                spill_after: self.config.spill_after,
-            };
+                self.config.max_unacked,
+                self.config.spill_after,
+            );
             let _ = io
                 .spawn(intake::direct(intake_rx, direct, shutdown.clone()))
                 .await;

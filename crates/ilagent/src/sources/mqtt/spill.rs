@@ -9,9 +9,10 @@
 //! `--mqtt_max_unacked` messages are unacknowledged, when the oldest is older than
 //! `--mqtt_spill_after`, or when the dispatcher's window has no room, every unacknowledged
 //! message that is only live is written, in arrival order, in one transaction. A message
-//! that still finds no room after `--mqtt_spill_after` is written for the worker instead
-//! (waiting that long first keeps a flood live: its deliveries free slots all the time,
-//! and the worker's one-row-per-key-at-a-time path is slower than the live one).
+//! that still finds no room is written for the worker instead; before that the intake may
+//! wait for a slot, at most `--mqtt_spill_after` in all per spell of a full window (see
+//! `intake::FullWindow`): waiting keeps a flood live, since its deliveries free slots all
+//! the time, but the broker drops what it cannot hold while the intake waits.
 //!
 //! A spilled message's live delivery keeps running; its row is *held*: it is in the queue
 //! worker's exclusion set, and since the worker only hands out the oldest row of an order
