@@ -26,6 +26,19 @@ pub fn unique_accepted(requests: &[RecordedRequest], expected: usize) -> usize {
         .len()
 }
 
+/// The ids of `0..expected` that no accepted request carried, in order.
+pub fn missing_ids(requests: &[RecordedRequest], expected: usize) -> Vec<u64> {
+    let accepted: HashSet<u64> = requests
+        .iter()
+        .filter(|r| (200..300).contains(&r.status))
+        .filter_map(|r| bench_details(r.json.as_ref()))
+        .filter_map(|d| d["id"].as_u64())
+        .collect();
+    (0..expected as u64)
+        .filter(|id| !accepted.contains(id))
+        .collect()
+}
+
 /// Waits until the stand-in accepted all `expected` distinct events, `deadline` passes, or
 /// `alive()` says the sender is gone; then returns the request log (after a short settle
 /// when everything arrived).

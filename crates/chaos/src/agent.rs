@@ -162,6 +162,17 @@ impl Agent {
         Ok(())
     }
 
+    /// `ilagent queue status` of the SQLite file, as printed.
+    pub fn queue_status(&self) -> Result<String> {
+        let output = std::process::Command::new(&self.binary)
+            .arg("-f")
+            .arg(self.db())
+            .args(["queue", "status"])
+            .output()
+            .context("running ilagent queue status")?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// Reasons of the dead letters in the SQLite file (`queue dead_letters --json`).
     pub fn dead_letter_reasons(&self) -> Result<Vec<String>> {
         let output = std::process::Command::new(&self.binary)

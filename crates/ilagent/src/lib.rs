@@ -43,6 +43,7 @@ pub mod observe;
 pub mod pipeline;
 pub mod printable;
 pub mod queue;
+pub mod routes;
 pub mod secret;
 pub mod shutdown;
 pub mod sources;

@@ -142,6 +142,9 @@ impl Stage {
         timeout: Duration,
     ) -> Result<()> {
         wait_delivered(&self.ilert, &mut [&mut self.agent], sent, timeout).await?;
+        if let Some(note) = diagnose(&self.agent, &self.ilert, sent) {
+            outcome.notes.push(note);
+        }
         self.agent.stop()?;
         settle(outcome, &[&self.agent]);
         outcome.count(sent, &self.ilert.requests());
@@ -211,6 +214,28 @@ pub async fn watch(agents: &mut [&mut Agent], total: Duration) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200).min(until - Instant::now())).await;
     }
     Ok(())
+}
+
+/// When events are missing: which ones, and what the agent's SQLite file still holds
+/// (queued rows, dead letters), to tell a slow delivery from a loss.
+pub fn diagnose(agent: &Agent, ilert: &Ilert, sent: usize) -> Option<String> {
+    let missing = bench::collect::missing_ids(&ilert.requests(), sent);
+    if missing.is_empty() {
+        return None;
+    }
+    let shown: Vec<String> = missing.iter().take(10).map(u64::to_string).collect();
+    let status = agent
+        .queue_status()
+        .unwrap_or_else(|e| format!("queue status failed: {e}"));
+    let reasons = agent.dead_letter_reasons().unwrap_or_default();
+    Some(format!(
+        "missing ids (first 10 of {}): {}; queue status: {}; dead letters: {} {:?}",
+        missing.len(),
+        shown.join(", "),
+        status.trim(),
+        reasons.len(),
+        reasons.iter().take(3).collect::<Vec<_>>()
+    ))
 }
 
 /// Records what the agents did into `outcome`, with the first crash's log in the notes.

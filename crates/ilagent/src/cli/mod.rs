@@ -6,11 +6,14 @@
 //! secrets can come only from the environment, so they need not appear in `ps`.
 //! This module only parses; [`crate::config`] validates combinations.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::file::{ConfigFile, FileError};
 use crate::ilert::{EventType, Priority};
 
 mod daemon;
@@ -49,9 +52,34 @@ impl Cli {
         use clap::{CommandFactory, FromArgMatches};
         let (command, ignored) =
             service_links::ignore_service_links(Cli::command(), |name| std::env::var(name).ok());
-        let matches = command.get_matches();
+        let argv: Vec<OsString> = std::env::args_os().collect();
+        let matches = command.clone().get_matches_from(&argv);
+        let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
+            return match Cli::from_arg_matches(&matches) {
+                Ok(cli) => (cli, ignored),
+                Err(error) => error.exit(),
+            };
+        };
+        let exit_usage = |error: FileError| -> ! {
+            eprintln!("error: {error}");
+            std::process::exit(2)
+        };
+        let file = ConfigFile::read(&path).unwrap_or_else(|e| exit_usage(e));
+        let file_args = file
+            .args_for(&command, &matches)
+            .unwrap_or_else(|e| exit_usage(e));
+        let mut full = argv;
+        full.extend(file_args.global.iter().cloned());
+        if matches.subcommand_name() == Some("daemon") {
+            full.extend(file_args.daemon.iter().cloned());
+        }
+        let matches = command.get_matches_from(full);
         match Cli::from_arg_matches(&matches) {
-            Ok(cli) => (cli, ignored),
+            Ok(mut cli) => {
+                cli.global.config_file = Some(Arc::new(file));
+                cli.global.config_daemon_args = file_args.daemon;
+                (cli, ignored)
+            }
             Err(error) => error.exit(),
         }
     }
@@ -74,6 +102,19 @@ pub struct GlobalArgs {
         default_value = "./ilagent.db3"
     )]
     pub file: PathBuf,
+
+    /// A TOML configuration file: the daemon's flags by their long names, and [[route]]
+    /// tables. Flags and environment variables win over it.
+    #[arg(long, global = true, env = "ILAGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// The file `--config` names, read and checked.
+    #[arg(skip)]
+    pub config_file: Option<Arc<ConfigFile>>,
+
+    /// The daemon flags the file sets (for `map` and `check`, which map as the daemon does).
+    #[arg(skip)]
+    pub config_daemon_args: Vec<OsString>,
 
     /// Log line format: `text` for people, `json` for log shippers.
     #[arg(long, global = true, env = "ILAGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -124,6 +165,50 @@ pub enum Command {
     /// Inspect the SQLite queue (-f): depth, dead letters; requeue or purge dead letters.
     /// Works while the daemon runs.
     Queue(QueueArgs),
+    /// Show what the agent would do with one message (read from standard input): the route
+    /// that takes it and the request it sends ilert, or why it skips or sets it aside.
+    /// Exit 0, or 1 for a message that is invalid. No network.
+    Map(MapArgs),
+    /// Check the configuration (--config) and run its route tests; exit 0 only if every
+    /// test passes.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct MapArgs {
+    /// The topic the message arrives on (Kafka topic, or MQTT topic).
+    #[arg(long)]
+    pub topic: String,
+
+    /// Which source it comes from; without it, the source of the routes that have the
+    /// topic (MQTT if the topic only matches MQTT filters), else Kafka.
+    #[arg(long, value_enum)]
+    pub source: Option<MapSource>,
+
+    /// The Kafka message key.
+    #[arg(long)]
+    pub key: Option<String>,
+
+    /// A Kafka header or MQTT user property, `name=value` (repeatable).
+    #[arg(long = "header", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MapSource {
+    Kafka,
+    Mqtt,
+}
+
+#[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct CheckArgs {}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{text}` is not name=value"))
 }
 
 #[derive(Debug, Args)]

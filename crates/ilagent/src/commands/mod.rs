@@ -10,6 +10,7 @@
 mod daemon;
 mod event;
 mod heartbeat;
+mod offline;
 mod oneshot;
 mod queue;
 
@@ -67,5 +68,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Heartbeat(args) => heartbeat::run(&cli.global, args).await,
         Command::Daemon(args) => daemon::run(&cli.global, &args).await,
         Command::Queue(args) => queue::run(&cli.global, args).await,
+        Command::Map(args) => offline::map::run(&cli.global, args),
+        Command::Check(args) => offline::check::run(&cli.global, args),
     }
 }

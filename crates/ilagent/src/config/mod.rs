@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -16,9 +17,11 @@ use crate::delivery::{Backoff, Budget, Budgets, RetryPolicy};
 use crate::ilert::{ClientSettings, EventPath};
 use crate::mapping::{FieldPath, Filter, MappingConfig, PolicyMapping};
 use crate::queue::Limits;
+use crate::routes::RouteTable;
 use crate::secret::Secret;
 use crate::sources::http::{HttpConfig, ServerLimits};
 
+pub(crate) mod file;
 mod kafka;
 mod mqtt;
 
@@ -85,11 +88,16 @@ pub struct Topics {
     pub events: Vec<String>,
     pub heartbeats: Vec<String>,
     pub policies: Vec<String>,
+    /// Topics (or MQTT filters) that only configured routes consume.
+    pub routed: Vec<String>,
 }
 
 impl Topics {
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.heartbeats.is_empty() && self.policies.is_empty()
+        self.events.is_empty()
+            && self.heartbeats.is_empty()
+            && self.policies.is_empty()
+            && self.routed.is_empty()
     }
 
     /// The topics that are valid Kafka topic names (letters, digits, `.`, `_`, `-`, at
@@ -106,6 +114,7 @@ impl Topics {
             events: valid(&self.events),
             heartbeats: valid(&self.heartbeats),
             policies: valid(&self.policies),
+            routed: self.routed.clone(),
         }
     }
 
@@ -117,7 +126,7 @@ impl Topics {
     }
 }
 
-fn is_kafka_topic_name(name: &str) -> bool {
+pub(crate) fn is_kafka_topic_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 249
         && name != "."
@@ -162,6 +171,8 @@ pub struct DaemonConfig {
     pub shutdown_timeout: Duration,
     /// `--ilert_event_path`; `None` means each source's default.
     pub event_path: Option<EventPath>,
+    /// The configuration file's `[[route]]`s, ahead of the flag topics.
+    pub routes: Arc<RouteTable>,
 }
 
 impl DaemonConfig {
@@ -172,9 +183,26 @@ impl DaemonConfig {
             events: topic_list("-e/--event_topic", &args.event_topics)?,
             heartbeats: topic_list("-r/--heartbeat_topic", &args.heartbeat_topics)?,
             policies: topic_list("--policy_topic", &args.policy_topics)?,
+            routed: Vec::new(),
         };
         let kafka = KafkaConfig::from_args(&args.kafka)?;
         let mqtt = MqttConfig::from_args(&args.mqtt)?;
+        let mapping = mapping_config(args)?;
+        let routes = Arc::new(route_table(global, &mapping)?);
+        let routed_kafka = routes.topics_for(crate::message::SourceKind::Kafka);
+        let routed_mqtt = routes.topics_for(crate::message::SourceKind::Mqtt);
+        if !routed_kafka.is_empty() && kafka.is_none() {
+            return Err(UsageError::new(format!(
+                "the configuration file has Kafka routes (topics {}) but no Kafka broker: set kafka_brokers (or --kafka_brokers)",
+                routed_kafka.join(", ")
+            )));
+        }
+        if !routed_mqtt.is_empty() && mqtt.is_none() {
+            return Err(UsageError::new(format!(
+                "the configuration file has MQTT routes (topics {}) but no MQTT broker: set mqtt_host (or -m/--mqtt_host)",
+                routed_mqtt.join(", ")
+            )));
+        }
         let heartbeat = agent_heartbeat(args)?;
         let api_key = secret(args.ilert_api_key.as_deref());
 
@@ -195,14 +223,18 @@ impl DaemonConfig {
                     "`{bad}` is not a Kafka topic name: Kafka topics consist of letters, digits, `.`, `_` and `-` (MQTT filters such as `a/+` need -m/--mqtt_host)"
                 )));
             }
-            if mqtt.is_some() && kafka_topics.is_empty() && !topics.is_empty() {
+            if mqtt.is_some()
+                && kafka_topics.is_empty()
+                && !topics.is_empty()
+                && routed_kafka.is_empty()
+            {
                 return Err(UsageError::new(
                     "--kafka_brokers and -m/--mqtt_host share the topic flags, but none of -e/-r/--policy_topic is a Kafka topic name (letters, digits, `.`, `_`, `-`): add one for Kafka",
                 ));
             }
         }
         let has_broker = kafka.is_some() || mqtt.is_some();
-        if has_broker && topics.is_empty() {
+        if has_broker && topics.is_empty() && routes.is_empty() {
             return Err(UsageError::new(
                 "no topic to consume: at least one topic (-e, -r, or --policy_topic) must be configured",
             ));
@@ -254,7 +286,7 @@ impl DaemonConfig {
             client,
             retry,
             budgets,
-            mapping: mapping_config(args)?,
+            mapping,
             api_key,
             policy_cache_ttl: args.policy_cache_ttl,
             db_file: global.file.clone(),
@@ -269,16 +301,33 @@ impl DaemonConfig {
             mqtt,
             topics,
             shutdown_timeout: positive("--shutdown_timeout", args.shutdown_timeout)?,
-            event_path: args
-                .ilert_event_path
-                .as_deref()
-                .map(|path| event_path("--ilert_event_path", path))
-                .transpose()?,
+            event_path: event_path_flag(args)?,
+            routes,
         })
     }
 }
 
-fn mapping_config(args: &DaemonArgs) -> Result<MappingConfig, UsageError> {
+/// `--ilert_event_path`; `None` means each source's default.
+pub(crate) fn event_path_flag(args: &DaemonArgs) -> Result<Option<EventPath>, UsageError> {
+    args.ilert_event_path
+        .as_deref()
+        .map(|path| event_path("--ilert_event_path", path))
+        .transpose()
+}
+
+/// The configuration file's routes, compiled with the flag mapping (none without a file).
+pub(crate) fn route_table(
+    global: &GlobalArgs,
+    mapping: &MappingConfig,
+) -> Result<RouteTable, UsageError> {
+    match &global.config_file {
+        None => Ok(RouteTable::default()),
+        Some(file) => RouteTable::compile(file.routes(), mapping, &file.located)
+            .map_err(|e| UsageError::new(e.to_string())),
+    }
+}
+
+pub(crate) fn mapping_config(args: &DaemonArgs) -> Result<MappingConfig, UsageError> {
     let filter = match (&args.filter_key, &args.filter_val) {
         (None, Some(_)) => {
             return Err(UsageError::new(

@@ -32,10 +32,19 @@ pub enum MessageKind {
 
 /// Maps one payload to an action.
 pub fn map(payload: &[u8], meta: &Metadata, kind: MessageKind, config: &MappingConfig) -> Action {
-    let object = match parse_object(payload) {
-        Ok(object) => object,
-        Err(reason) => return Action::Invalid(printable::reason(reason)),
-    };
+    match parse_object(payload) {
+        Ok(object) => map_object(object, meta, kind, config),
+        Err(reason) => Action::Invalid(printable::reason(reason)),
+    }
+}
+
+/// Maps a JSON object (a payload, or what a route's field expressions computed).
+pub(crate) fn map_object(
+    object: Map<String, Value>,
+    meta: &Metadata,
+    kind: MessageKind,
+    config: &MappingConfig,
+) -> Action {
     if kind != MessageKind::Heartbeat
         && let Some(filter) = &config.filter
         && let Some(reason) = excluded_by(filter, &object)
@@ -58,10 +67,10 @@ fn parse_object(payload: &[u8]) -> Result<Map<String, Value>, String> {
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Err("payload is empty: expected a JSON object".into());
     }
-    if let Err(e) = std::str::from_utf8(payload) {
+    if std::str::from_utf8(payload).is_err() {
         return Err(format!(
-            "payload is not UTF-8 text (invalid byte at position {}): expected a JSON object",
-            e.valid_up_to()
+            "{}: expected a JSON object",
+            not_utf8_reason(payload)
         ));
     }
     match serde_json::from_slice::<Value>(payload) {
@@ -72,6 +81,14 @@ fn parse_object(payload: &[u8]) -> Result<Map<String, Value>, String> {
         )),
         Err(e) => Err(format!("payload is not valid JSON: {e}")),
     }
+}
+
+/// Why a payload that is not UTF-8 cannot be read (where its first invalid byte is).
+pub(crate) fn not_utf8_reason(payload: &[u8]) -> String {
+    let position = std::str::from_utf8(payload)
+        .err()
+        .map_or(payload.len(), |e| e.valid_up_to());
+    format!("payload is not UTF-8 text (invalid byte at position {position})")
 }
 
 /// `Some(reason)` when the filter excludes the message.

@@ -2,6 +2,11 @@
 //! it to the dispatcher: which kind of message its topic carries (the `-e`, `-r` and
 //! `--policy_topic` rules, [`Routes`]), then what mapping makes of its payload.
 //!
+//! Configured routes (`[[route]]` in the configuration file, [`crate::routes`]) come
+//! first: the first route whose topic and condition match takes the message. The flag
+//! topics are the built-in default route behind them; a message of a routes-only topic that
+//! no route takes is skipped, and counted as such.
+//!
 //! The SQLite queue stores raw messages and runs the same step again at delivery, so a
 //! message maps to the same action whichever way it travels.
 
@@ -10,6 +15,7 @@ use std::sync::Arc;
 use crate::action::Action;
 use crate::mapping::{self, MappingConfig, MessageKind};
 use crate::message::Message;
+use crate::routes::{RouteTable, Routed};
 use crate::sources::route::Routes;
 
 /// The metrics label of a message whose topic no rule routes.
@@ -29,6 +35,8 @@ enum Kinds {
 pub struct MessageRouter {
     kinds: Kinds,
     mapping: Arc<MappingConfig>,
+    /// The configured routes, ahead of the flag topics.
+    table: Arc<RouteTable>,
 }
 
 impl MessageRouter {
@@ -37,7 +45,14 @@ impl MessageRouter {
         MessageRouter {
             kinds: Kinds::ByTopic(routes),
             mapping,
+            table: Arc::default(),
         }
+    }
+
+    /// The configured routes go first (see the module docs).
+    pub fn with_routes(mut self, table: Arc<RouteTable>) -> Self {
+        self.table = table;
+        self
     }
 
     /// Messages that are all of one kind.
@@ -45,6 +60,7 @@ impl MessageRouter {
         MessageRouter {
             kinds: Kinds::Fixed(kind),
             mapping,
+            table: Arc::default(),
         }
     }
 
@@ -63,18 +79,36 @@ impl MessageRouter {
 
     /// What `message` asks for.
     pub fn action_for(&self, message: &Message) -> Action {
-        let kind = match &self.kinds {
-            Kinds::Fixed(kind) => *kind,
-            Kinds::ByTopic(routes) => match routes.kind_of(&message.meta.topic) {
-                Some(kind) => kind,
-                None => {
-                    return Action::Invalid(crate::printable::reason(format!(
-                        "no route for topic `{}`: it matches none of -e, -r and --policy_topic",
-                        message.meta.topic
-                    )));
-                }
-            },
+        self.route_and_map(message).1
+    }
+
+    /// What `message` asks for, and the configured route that decided it (`None`: the
+    /// flag mapping did).
+    pub fn route_and_map(&self, message: &Message) -> (Option<String>, Action) {
+        let tried = match self.table.route(message) {
+            Routed::Taken { route, action } => return (Some(route), action),
+            Routed::NoneMatched { tried } => Some(tried),
+            Routed::NoRouteHasTopic => None,
         };
-        mapping::map(&message.payload, &message.meta, kind, &self.mapping)
+        let kind = match &self.kinds {
+            Kinds::Fixed(kind) => Some(*kind),
+            Kinds::ByTopic(routes) => routes.kind_of(&message.meta.topic),
+        };
+        let action = match (kind, tried) {
+            (Some(kind), _) => mapping::map(&message.payload, &message.meta, kind, &self.mapping),
+            (None, Some(tried)) => Action::Skip(crate::printable::reason(format!(
+                "no route took it: the conditions of {} do not hold",
+                tried
+                    .iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            (None, None) => Action::Invalid(crate::printable::reason(format!(
+                "no route for topic `{}`: it matches none of -e, -r and --policy_topic",
+                message.meta.topic
+            ))),
+        };
+        (None, action)
     }
 }

@@ -20,7 +20,8 @@ pub enum TopicSyntax {
 
 #[derive(Clone, Debug)]
 pub struct Routes {
-    rules: Vec<(String, MessageKind)>,
+    /// `None`: a topic only configured routes consume ([`crate::routes`] decides).
+    rules: Vec<(String, Option<MessageKind>)>,
     syntax: TopicSyntax,
 }
 
@@ -29,19 +30,20 @@ impl Routes {
         let rules = topics
             .events
             .iter()
-            .map(|t| (t.clone(), MessageKind::Event))
+            .map(|t| (t.clone(), Some(MessageKind::Event)))
             .chain(
                 topics
                     .heartbeats
                     .iter()
-                    .map(|t| (t.clone(), MessageKind::Heartbeat)),
+                    .map(|t| (t.clone(), Some(MessageKind::Heartbeat))),
             )
             .chain(
                 topics
                     .policies
                     .iter()
-                    .map(|t| (t.clone(), MessageKind::Policy)),
+                    .map(|t| (t.clone(), Some(MessageKind::Policy))),
             )
+            .chain(topics.routed.iter().map(|t| (t.clone(), None)))
             .collect();
         Routes { rules, syntax }
     }
@@ -74,7 +76,7 @@ impl Routes {
 
     /// The kind of the rule that wins for `topic` (see the module docs).
     pub fn kind_of(&self, topic: &str) -> Option<MessageKind> {
-        self.rule_for(topic).map(|(_, kind)| kind)
+        self.rule_for(topic).and_then(|(_, kind)| kind)
     }
 
     /// The topic or filter of the rule that wins for `topic`, as configured: a label of
@@ -83,7 +85,7 @@ impl Routes {
         self.rule_for(topic).map(|(pattern, _)| pattern)
     }
 
-    fn rule_for(&self, topic: &str) -> Option<(&str, MessageKind)> {
+    fn rule_for(&self, topic: &str) -> Option<(&str, Option<MessageKind>)> {
         self.rules
             .iter()
             .enumerate()
@@ -105,12 +107,14 @@ impl Routes {
     }
 }
 
-/// Heartbeats first, then policy updates, then events (ilagent 0.9's order).
-fn kind_rank(kind: MessageKind) -> u8 {
+/// Heartbeats first, then policy updates, then events (ilagent 0.9's order), then the
+/// topics of configured routes alone.
+fn kind_rank(kind: Option<MessageKind>) -> u8 {
     match kind {
-        MessageKind::Heartbeat => 0,
-        MessageKind::Policy => 1,
-        MessageKind::Event => 2,
+        Some(MessageKind::Heartbeat) => 0,
+        Some(MessageKind::Policy) => 1,
+        Some(MessageKind::Event) => 2,
+        None => 3,
     }
 }
 
@@ -218,6 +222,7 @@ mod tests {
             events: vec!["#".into()],
             heartbeats: vec!["ilert/heartbeats".into()],
             policies: vec!["ilert/+/policies".into()],
+            routed: vec![],
         };
         let routes = Routes::new(&topics, TopicSyntax::Mqtt);
         assert_eq!(
@@ -234,6 +239,7 @@ mod tests {
             events: vec!["plant/7/alarm".into()],
             heartbeats: vec!["plant/#".into()],
             policies: vec![],
+            routed: vec![],
         };
         let routes = Routes::new(&topics, TopicSyntax::Mqtt);
         assert_eq!(
@@ -260,6 +266,7 @@ mod tests {
                 events: vec!["#".into()],
                 heartbeats: vec!["ilert/heartbeats".into()],
                 policies: vec![],
+                routed: vec![],
             },
             TopicSyntax::Mqtt,
         );

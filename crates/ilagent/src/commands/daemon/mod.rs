@@ -21,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 use self::supervisor::Supervisor;
 use super::Exit;
 use crate::cli::{DaemonArgs, GlobalArgs};
-use crate::config::DaemonConfig;
+use crate::config::{DaemonConfig, Topics};
 use crate::delivery::Deliverer;
 use crate::ilert::{EventPath, IlertClient};
+use crate::message::SourceKind;
 use crate::observe::endpoints::{self, Ops};
 use crate::observe::health::{self, registry};
 use crate::observe::prometheus;
@@ -126,8 +127,12 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
         let source = KafkaSource {
             config: kafka,
             // With MQTT beside it, the topic flags name MQTT filters too.
-            topics: config.topics.kafka_names(),
+            topics: Topics {
+                routed: config.routes.topics_for(SourceKind::Kafka),
+                ..config.topics.kafka_names()
+            },
             mapping: Arc::new(config.mapping.clone()),
+            routes: Arc::clone(&config.routes),
             deliverer: deliverer.clone(),
             event_path: config.event_path.clone(),
             shutdown_timeout: config.shutdown_timeout,
@@ -145,8 +150,12 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
     if let (Some(mqtt), Some(queue)) = (config.mqtt.clone(), queue.clone()) {
         let source = MqttSource {
             config: mqtt,
-            topics: config.topics.clone(),
+            topics: Topics {
+                routed: config.routes.topics_for(SourceKind::Mqtt),
+                ..config.topics.clone()
+            },
             mapping: Arc::new(config.mapping.clone()),
+            routes: Arc::clone(&config.routes),
             deliverer: deliverer.clone(),
             event_path: config.event_path.clone(),
             shutdown_timeout: config.shutdown_timeout,

@@ -63,6 +63,8 @@ pub struct KafkaSource {
     pub config: KafkaConfig,
     pub topics: Topics,
     pub mapping: Arc<MappingConfig>,
+    /// The configuration file's routes, ahead of the flag topics.
+    pub routes: Arc<crate::routes::RouteTable>,
     /// With the configured retry policy; without a dead-letter topic the source retries
     /// transient failures without limit (see [`KafkaSource::run`]).
     pub deliverer: Deliverer,
@@ -118,7 +120,8 @@ impl KafkaSource {
                 let worker = requeued::spawn_worker(
                     queue,
                     &self.deliverer.with_event_path(path.clone()),
-                    MessageRouter::by_topic(routes.clone(), Arc::clone(&self.mapping)),
+                    MessageRouter::by_topic(routes.clone(), Arc::clone(&self.mapping))
+                        .with_routes(Arc::clone(&self.routes)),
                     self.config.max_in_flight,
                     &shutdown,
                     self.shutdown_timeout,
@@ -146,7 +149,7 @@ impl KafkaSource {
             max_buffered: self.config.max_buffered,
             max_buffered_bytes: MAX_BUFFERED_BYTES,
         };
-        let router = MessageRouter::by_topic(routes.clone(), self.mapping);
+        let router = MessageRouter::by_topic(routes.clone(), self.mapping).with_routes(self.routes);
         // The window is large (a run of one partition's messages must not leave the other
         // keys idle): what waits in it keeps only its payload.
         let dispatcher = Dispatcher::with_limits(

@@ -65,6 +65,8 @@ pub struct MqttSource {
     pub config: MqttConfig,
     pub topics: Topics,
     pub mapping: Arc<MappingConfig>,
+    /// The configuration file's routes, ahead of the flag topics.
+    pub routes: Arc<crate::routes::RouteTable>,
     /// Delivers live messages (non-buffered), retrying in memory; its single-attempt
     /// twin delivers queued rows.
     pub deliverer: Deliverer,
@@ -150,7 +152,8 @@ impl MqttSource {
             .clone()
             .unwrap_or_else(|| EventPath::PerKey(EventPath::MQTT.to_string()));
         let wake = Arc::new(Wakeup::default());
-        let router = MessageRouter::by_topic(routes, Arc::clone(&self.mapping));
+        let router = MessageRouter::by_topic(routes, Arc::clone(&self.mapping))
+            .with_routes(Arc::clone(&self.routes));
         let held = Arc::new(Mutex::new(HashSet::new()));
         let abort = CancellationToken::new();
         let (spill, deleter) = Spill::new(

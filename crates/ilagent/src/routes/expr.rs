@@ -1,0 +1,384 @@
+//! Expressions: the jq language (through the `jaq` crates) for route conditions and
+//! field mappings, compiled once at start and evaluated per message.
+//!
+//! jq because operators already read and write it (`jq` on the shell, Camunda's and
+//! Vector's users know its paths), and jaq because it is a maintained, pure-Rust, `#![forbid
+//! (unsafe_code)]` implementation that compiles a filter once and runs it on many inputs.
+//!
+//! An expression sees the payload as `.` (Camunda's `value`) and the message's metadata as
+//! variables: `$topic`, `$key`, `$partition`, `$offset`, `$headers` (an object of strings),
+//! `$timestamp` (milliseconds since the epoch), `$rawValue` (the payload as text) and
+//! `$value` (the payload again). A payload that is not JSON is its text (as in Camunda's
+//! connectors). Only its first output counts; none counts as `null`.
+//!
+//! Cost on hostile input is bounded by what the language is allowed to do: the generators
+//! that loop without data to bound them (`repeat`, `while`, `until`, `range`,
+//! `recurse(f)`) and function definitions (the only other way to recurse) are refused at
+//! compile time, and so are the filters that read the agent's environment or other inputs
+//! (`env`, `$ENV`, `input`, `inputs`, `input_filename`) or write to its output (`debug`,
+//! `stderr`, `halt`, `halt_error`). What remains walks the payload, whose size the sources
+//! cap (`--mqtt_max_packet_size`, Kafka's `message.max.bytes`, `--http_max_body`).
+
+use jaq_core::load::lex::{StrPart, Tok, Token};
+use jaq_core::load::{Arena, File, Lexer, Loader};
+use jaq_core::{Compiler, Ctx, Vars, data};
+use jaq_json::Val;
+
+/// The variables every expression may use, in the order [`Inputs::vars`] binds them.
+pub(crate) const VARIABLES: [&str; 8] = [
+    "$topic",
+    "$key",
+    "$partition",
+    "$offset",
+    "$headers",
+    "$timestamp",
+    "$rawValue",
+    "$value",
+];
+
+/// Filters refused at compile time, and why.
+const REFUSED: [(&str, &str); 12] = [
+    (
+        "def",
+        "defining functions is not allowed (it allows unbounded recursion)",
+    ),
+    ("repeat", "`repeat` loops without bound"),
+    ("while", "`while` loops without bound"),
+    ("until", "`until` loops without bound"),
+    ("range", "`range` loops as far as its argument says"),
+    ("env", "`env` would read the agent's environment"),
+    ("input", "`input` reads other inputs"),
+    ("inputs", "`inputs` reads other inputs"),
+    ("input_filename", "`input_filename` reads other inputs"),
+    ("debug", "`debug` writes to the agent's output"),
+    ("stderr", "`stderr` writes to the agent's output"),
+    ("halt_error", "`halt_error` would stop the evaluation"),
+];
+
+type Data = data::JustLut<Val>;
+
+/// A compiled expression and its source (for messages).
+pub(crate) struct Expr {
+    source: String,
+    filter: jaq_core::Filter<Data>,
+}
+
+impl std::fmt::Debug for Expr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Expr({:?})", self.source)
+    }
+}
+
+/// Why an expression does not compile, and where (a byte offset into its source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CompileError {
+    pub message: String,
+    pub offset: usize,
+}
+
+/// What one message offers its expressions.
+pub(crate) struct Inputs {
+    pub payload: Val,
+    vars: [Val; 8],
+}
+
+impl Inputs {
+    /// The payload is parsed as JSON when it is JSON; otherwise `.` is its text (so is
+    /// `$rawValue`, always). `None` only for a payload that is not UTF-8 (see the caller).
+    pub(crate) fn new(payload: &[u8], meta: &crate::message::Metadata) -> Option<Inputs> {
+        let text = std::str::from_utf8(payload).ok()?;
+        // As Camunda does: the parsed JSON if it is JSON, else the text itself.
+        let value = jaq_json::read::parse_single(payload)
+            .unwrap_or_else(|_| Val::utf8_str(text.to_string()));
+        let headers: jaq_json::Map = meta
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    Val::utf8_str(k.clone()),
+                    Val::utf8_str(String::from_utf8_lossy(v).into_owned()),
+                )
+            })
+            .collect();
+        let number = |n: Option<i64>| {
+            n.and_then(|n| isize::try_from(n).ok())
+                .map_or(Val::Null, |n| Val::Num(jaq_json::Num::Int(n)))
+        };
+        let timestamp = meta
+            .timestamp
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_millis()).ok());
+        let vars = [
+            Val::utf8_str(meta.topic.clone()),
+            meta.key
+                .as_ref()
+                .map_or(Val::Null, |k| Val::utf8_str(k.clone())),
+            number(meta.partition.map(i64::from)),
+            number(meta.offset),
+            Val::obj(headers),
+            number(timestamp),
+            Val::utf8_str(text.to_string()),
+            value.clone(),
+        ];
+        Some(Inputs {
+            payload: value,
+            vars,
+        })
+    }
+}
+
+impl Expr {
+    pub(crate) fn compile(source: &str) -> Result<Expr, CompileError> {
+        let tokens = Lexer::new(source).lex().map_err(|errors| {
+            let (expected, found) = errors
+                .first()
+                .map(|(e, found)| (e.as_str(), *found))
+                .unwrap_or(("token", source));
+            CompileError {
+                message: format!("expected {expected}"),
+                offset: offset_in(source, found),
+            }
+        })?;
+        refuse_unbounded(source, &tokens)?;
+
+        let defs = jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs());
+        let funs = jaq_core::funs()
+            .chain(jaq_std::funs())
+            .chain(jaq_json::funs());
+        let arena = Arena::default();
+        let modules = Loader::new(defs)
+            .load(
+                &arena,
+                File {
+                    code: source,
+                    path: (),
+                },
+            )
+            .map_err(|errors| load_error(source, errors))?;
+        let filter = Compiler::default()
+            .with_funs(funs)
+            .with_global_vars(VARIABLES)
+            .compile(modules)
+            .map_err(|errors| {
+                let (name, undefined) = errors
+                    .into_iter()
+                    .flat_map(|(_, errors)| errors)
+                    .next()
+                    .map(|(name, undefined)| (name, undefined.as_str()))
+                    .unwrap_or((source, "filter"));
+                CompileError {
+                    message: format!("undefined {undefined} `{name}`"),
+                    offset: offset_in(source, name),
+                }
+            })?;
+        Ok(Expr {
+            source: source.to_string(),
+            filter,
+        })
+    }
+
+    /// The first output of the expression (`null` if it has none), or the error it
+    /// raised, as a message.
+    pub(crate) fn eval(&self, inputs: &Inputs) -> Result<serde_json::Value, String> {
+        let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new(inputs.vars.iter().cloned()));
+        let mut outputs = self
+            .filter
+            .id
+            .run((ctx, inputs.payload.clone()))
+            .map(jaq_core::unwrap_valr);
+        match outputs.next() {
+            None => Ok(serde_json::Value::Null),
+            Some(Ok(value)) => to_json(&value),
+            Some(Err(error)) => Err(crate::printable::reason(error.to_string())),
+        }
+    }
+}
+
+/// A jaq value as serde_json's (through its JSON text, which keeps big numbers).
+fn to_json(value: &Val) -> Result<serde_json::Value, String> {
+    serde_json::from_str(&value.to_string()).map_err(|e| {
+        format!("the result is not JSON ({e}): byte strings and NaN have no JSON form")
+    })
+}
+
+fn refuse_unbounded(source: &str, tokens: &[Token<&str>]) -> Result<(), CompileError> {
+    for Token(text, tok) in tokens {
+        match tok {
+            Tok::Word => {
+                if let Some((_, why)) = REFUSED.iter().find(|(name, _)| name == text) {
+                    return Err(CompileError {
+                        message: why.to_string(),
+                        offset: offset_in(source, text),
+                    });
+                }
+            }
+            Tok::Var if *text == "$ENV" => {
+                return Err(CompileError {
+                    message: "`$ENV` would read the agent's environment".into(),
+                    offset: offset_in(source, text),
+                });
+            }
+            Tok::Block(inner) => refuse_unbounded(source, inner)?,
+            Tok::Str(parts) => {
+                for part in parts {
+                    if let StrPart::Term(token) = part {
+                        refuse_unbounded(source, std::slice::from_ref(token))?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // `recurse(f)` may never end; `recurse` and `..` walk the payload and do.
+    let words: Vec<&Token<&str>> = tokens.iter().collect();
+    for pair in words.windows(2) {
+        if let [Token(name, Tok::Word), Token(next, Tok::Block(_))] = pair
+            && *name == "recurse"
+            && next.starts_with('(')
+        {
+            return Err(CompileError {
+                message: "`recurse(f)` loops as long as `f` yields: use `..` or `recurse`".into(),
+                offset: offset_in(source, name),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn load_error(source: &str, errors: jaq_core::load::Errors<&str, ()>) -> CompileError {
+    use jaq_core::load::Error;
+    let first = errors.into_iter().map(|(_, e)| e).next();
+    match first {
+        Some(Error::Lex(errors)) => match errors.first() {
+            Some((expected, found)) => CompileError {
+                message: format!("expected {}", expected.as_str()),
+                offset: offset_in(source, found),
+            },
+            None => unknown(source),
+        },
+        Some(Error::Parse(errors)) => match errors.first() {
+            Some((expected, found)) => CompileError {
+                message: format!(
+                    "expected {}, found {}",
+                    expected.as_str(),
+                    if found.is_empty() { "the end" } else { found }
+                ),
+                offset: offset_in(source, found),
+            },
+            None => unknown(source),
+        },
+        Some(Error::Io(errors)) => CompileError {
+            message: errors
+                .first()
+                .map_or_else(|| "cannot load".to_string(), |(_, e)| e.clone()),
+            offset: 0,
+        },
+        None => unknown(source),
+    }
+}
+
+fn unknown(source: &str) -> CompileError {
+    CompileError {
+        message: "does not compile".into(),
+        offset: source.len(),
+    }
+}
+
+/// Where `part` (a slice of `source`, or an empty string at its end) starts in `source`.
+fn offset_in(source: &str, part: &str) -> usize {
+    let (start, end) = (source.as_ptr() as usize, part.as_ptr() as usize);
+    if end >= start && end <= start + source.len() {
+        end - start
+    } else {
+        source.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Metadata, SourceKind};
+    use serde_json::json;
+
+    fn eval(source: &str, payload: &str) -> Result<serde_json::Value, String> {
+        let mut meta = Metadata::new(SourceKind::Kafka, "plc-alarms");
+        meta.key = Some("line-1".into());
+        meta.partition = Some(2);
+        meta.offset = Some(41);
+        meta.headers = vec![("site".into(), b"ham".to_vec())];
+        let inputs = Inputs::new(payload.as_bytes(), &meta).unwrap();
+        Expr::compile(source).unwrap().eval(&inputs)
+    }
+
+    #[test]
+    fn an_expression_reads_the_payload_and_the_message_s_metadata() {
+        let payload = r#"{"machine": "press-4", "code": 17}"#;
+        assert_eq!(
+            eval(r#""\(.machine)/\(.code)""#, payload),
+            Ok(json!("press-4/17"))
+        );
+        assert_eq!(
+            eval(
+                "[$topic, $key, $partition, $offset, $headers.site]",
+                payload
+            ),
+            Ok(json!(["plc-alarms", "line-1", 2, 41, "ham"]))
+        );
+        assert_eq!(eval("$value.code + 1", payload), Ok(json!(18)));
+        assert_eq!(eval("$rawValue | length", "A;17"), Ok(json!(4)));
+        assert_eq!(
+            eval(r#"split(";")"#, "A;17"),
+            Ok(json!(["A", "17"])),
+            "not JSON: text"
+        );
+    }
+
+    #[test]
+    fn only_the_first_output_counts_and_none_is_null() {
+        assert_eq!(eval(".[]", "[1, 2]"), Ok(json!(1)));
+        assert_eq!(eval("empty", "{}"), Ok(json!(null)));
+    }
+
+    #[test]
+    fn a_runtime_error_is_a_message_not_a_panic() {
+        let error = eval(".a + 1", r#"{"a": "x"}"#).unwrap_err();
+        assert!(error.contains("cannot"), "{error}");
+        assert!(
+            eval(r#"error("custom")"#, "{}")
+                .unwrap_err()
+                .contains("custom")
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_position() {
+        let error = Expr::compile(".a | | .b").unwrap_err();
+        assert_eq!(error.offset, 5, "{error:?}");
+        let error = Expr::compile(".a | nosuchfn").unwrap_err();
+        assert_eq!(error.offset, 5, "{error:?}");
+        assert!(error.message.contains("nosuchfn"), "{error:?}");
+        assert!(Expr::compile("$nosuchvar").is_err());
+    }
+
+    #[test]
+    fn unbounded_loops_and_the_environment_are_refused_at_compile_time() {
+        for source in [
+            "def f: f; f",
+            "repeat(.)",
+            "last(range(.n))",
+            "[.[] | until(false; .)]",
+            "recurse(. + 1)",
+            "env.HOME",
+            "$ENV.HOME",
+            r#""\(env)""#,
+            "[inputs]",
+        ] {
+            assert!(Expr::compile(source).is_err(), "{source} compiled");
+        }
+        for source in ["[..]", "recurse", "limit(3; .[])", r#"{"def": 1}"#] {
+            assert!(Expr::compile(source).is_ok(), "{source} refused");
+        }
+    }
+}

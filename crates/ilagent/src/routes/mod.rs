@@ -1,0 +1,385 @@
+//! Routes: which configured route takes a message, and what its field expressions make
+//! of it.
+//!
+//! A route names its source, its topics (Kafka names or MQTT filters), its kind (event,
+//! heartbeat, escalation-policy update), an optional activation condition and optional
+//! field expressions ([`expr`]). A message goes to the first route whose source, topic and
+//! condition match. Routes without field expressions map with the flags (`--map_key_*`);
+//! the flag-only topics (`-e`, `-r`, `--policy_topic`) stay the built-in default route
+//! behind the configured ones (see [`crate::pipeline::MessageRouter`]).
+//!
+//! The expressions' results go through the same checks as a payload does
+//! ([`crate::mapping`]): a route computes the fields, mapping decides whether ilert
+//! would take them. Nothing here does I/O or panics: a condition or field that fails at
+//! run time makes the message invalid, with the route's name and the reason.
+
+pub(crate) mod check;
+pub(crate) mod expr;
+pub(crate) mod preview;
+pub(crate) mod spec;
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use self::expr::{Expr, Inputs};
+use self::spec::{KindName, RouteSpec, SourceName};
+use crate::action::Action;
+use crate::config::file::{FileError, Located};
+use crate::mapping::{self, FieldPath, MappingConfig, MessageKind, PolicyMapping};
+use crate::message::{Message, SourceKind};
+use crate::printable;
+use crate::sources::route::mqtt_filter_matches;
+
+/// One compiled route.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub name: String,
+    source: SourceKind,
+    topics: Vec<String>,
+    kind: MessageKind,
+    when: Option<Expr>,
+    fields: Option<Vec<(&'static str, Expr)>>,
+    /// The mapping the fields' results go through (or the flags', without fields).
+    mapping: Arc<MappingConfig>,
+}
+
+/// Every configured route, in the order of the file. Cheap to share.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+/// What the routes decided for a message.
+#[derive(Debug)]
+pub(crate) enum Routed {
+    /// A route took it.
+    Taken { route: String, action: Action },
+    /// Its topic belongs to routes, but none took it.
+    NoneMatched { tried: Vec<String> },
+    /// No route has its topic.
+    NoRouteHasTopic,
+}
+
+impl RouteTable {
+    /// Compiles every route of the file; `flags` is the flag mapping, which routes without
+    /// field expressions use. Fails on the first route that cannot work, naming it.
+    pub(crate) fn compile(
+        specs: &[RouteSpec],
+        flags: &MappingConfig,
+        file: &Located,
+    ) -> Result<RouteTable, FileError> {
+        let mut routes: Vec<Route> = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let route = compile_route(spec, flags, file)?;
+            if routes.iter().any(|r| r.name == route.name) {
+                return Err(file.error(
+                    spec.name.span(),
+                    format!(
+                        "route `{}`: another route has this name: give each route its own",
+                        route.name
+                    ),
+                ));
+            }
+            routes.push(route);
+        }
+        Ok(RouteTable { routes })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The topics (or MQTT filters) the routes of `source` consume, each once.
+    pub fn topics_for(&self, source: SourceKind) -> Vec<String> {
+        let mut topics: Vec<String> = Vec::new();
+        for route in self.routes.iter().filter(|r| r.source == source) {
+            for topic in &route.topics {
+                if !topics.contains(topic) {
+                    topics.push(topic.clone());
+                }
+            }
+        }
+        topics
+    }
+
+    pub(crate) fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The first route whose source, topic and condition match `message`.
+    pub(crate) fn route(&self, message: &Message) -> Routed {
+        let meta = &message.meta;
+        let candidates: Vec<&Route> = self
+            .routes
+            .iter()
+            .filter(|r| r.source == meta.source && r.takes_topic(&meta.topic))
+            .collect();
+        if candidates.is_empty() {
+            return Routed::NoRouteHasTopic;
+        }
+        let Some(inputs) = Inputs::new(&message.payload, meta) else {
+            let route = candidates[0].name.clone();
+            return Routed::Taken {
+                action: Action::Invalid(format!(
+                    "route `{route}`: {}",
+                    mapping::not_utf8_reason(&message.payload)
+                )),
+                route,
+            };
+        };
+        for route in &candidates {
+            match route.condition_holds(&inputs) {
+                Ok(false) => continue,
+                Ok(true) => {
+                    return Routed::Taken {
+                        route: route.name.clone(),
+                        action: route.map(message, &inputs),
+                    };
+                }
+                Err(reason) => {
+                    return Routed::Taken {
+                        route: route.name.clone(),
+                        action: Action::Invalid(printable::reason(format!(
+                            "route `{}`: condition `when` failed: {reason}",
+                            route.name
+                        ))),
+                    };
+                }
+            }
+        }
+        Routed::NoneMatched {
+            tried: candidates.iter().map(|r| r.name.clone()).collect(),
+        }
+    }
+}
+
+impl Route {
+    fn takes_topic(&self, topic: &str) -> bool {
+        self.topics.iter().any(|pattern| match self.source {
+            SourceKind::Mqtt => mqtt_filter_matches(pattern, topic),
+            _ => pattern == topic,
+        })
+    }
+
+    pub(crate) fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    pub(crate) fn source(&self) -> SourceKind {
+        self.source
+    }
+
+    /// jq's truth: everything but `false` and `null` (and no output) is true.
+    fn condition_holds(&self, inputs: &Inputs) -> Result<bool, String> {
+        match &self.when {
+            None => Ok(true),
+            Some(when) => Ok(!matches!(
+                when.eval(inputs)?,
+                Value::Null | Value::Bool(false)
+            )),
+        }
+    }
+
+    fn map(&self, message: &Message, inputs: &Inputs) -> Action {
+        let Some(fields) = &self.fields else {
+            return mapping::map(&message.payload, &message.meta, self.kind, &self.mapping);
+        };
+        let mut object = Map::new();
+        for (name, expr) in fields {
+            match expr.eval(inputs) {
+                Ok(Value::Null) => {}
+                Ok(value) => {
+                    object.insert((*name).to_string(), value);
+                }
+                Err(reason) => {
+                    return Action::Invalid(printable::reason(format!(
+                        "route `{}`: field `{}` failed: {reason}",
+                        self.name,
+                        file_name(name)
+                    )));
+                }
+            }
+        }
+        match mapping::map_object(object, &message.meta, self.kind, &self.mapping) {
+            Action::Invalid(reason) => Action::Invalid(format!("route `{}`: {reason}", self.name)),
+            Action::Skip(reason) => Action::Skip(format!("route `{}`: {reason}", self.name)),
+            action => action,
+        }
+    }
+}
+
+/// The file's (snake_case) name of an ilert field, for messages.
+fn file_name(ilert: &str) -> String {
+    let mut name = String::with_capacity(ilert.len() + 4);
+    for c in ilert.chars() {
+        if c.is_ascii_uppercase() {
+            name.push('_');
+            name.push(c.to_ascii_lowercase());
+        } else {
+            name.push(c);
+        }
+    }
+    name
+}
+
+fn compile_route(
+    spec: &RouteSpec,
+    flags: &MappingConfig,
+    file: &Located,
+) -> Result<Route, FileError> {
+    let name = spec.name.get_ref().trim().to_string();
+    if name.is_empty() {
+        return Err(file.error(
+            spec.name.span(),
+            "a route needs a name: name = \"plc-alarms\"",
+        ));
+    }
+    let at = |span: std::ops::Range<usize>, message: String| {
+        file.error(span, format!("route `{name}`: {message}"))
+    };
+    let source = match spec.source.get_ref() {
+        SourceName::Kafka => SourceKind::Kafka,
+        SourceName::Mqtt => SourceKind::Mqtt,
+        SourceName::Http => {
+            return Err(at(
+                spec.source.span(),
+                "source \"http\" is not supported by routes yet: the HTTP proxy takes ilert's own event schema; use kafka or mqtt".into(),
+            ));
+        }
+    };
+    if spec.topics.get_ref().is_empty() {
+        return Err(at(
+            spec.topics.span(),
+            "`topics` is empty: name at least one topic".into(),
+        ));
+    }
+    let mut topics = Vec::new();
+    for topic in spec.topics.get_ref() {
+        let text = topic.get_ref().trim();
+        if text.is_empty() {
+            return Err(at(topic.span(), "a topic is empty".into()));
+        }
+        if source == SourceKind::Kafka && !crate::config::is_kafka_topic_name(text) {
+            return Err(at(
+                topic.span(),
+                format!("`{text}` is not a Kafka topic name (letters, digits, `.`, `_`, `-`)"),
+            ));
+        }
+        topics.push(text.to_string());
+    }
+    let kind = match spec.kind {
+        KindName::Event => MessageKind::Event,
+        KindName::Heartbeat => MessageKind::Heartbeat,
+        KindName::PolicyUpdate => MessageKind::Policy,
+    };
+    let compile = |what: &str, source: &toml::Spanned<String>| {
+        Expr::compile(source.get_ref()).map_err(|e| {
+            // The span covers the quoted string; its text starts one byte in for the
+            // usual quotes (and three for triple quotes).
+            let quote = file.quote_len(source.span());
+            let start = source.span().start + quote + e.offset;
+            at(start..start + 1, format!("{what}: {}", e.message))
+        })
+    };
+    let when = spec
+        .when
+        .as_ref()
+        .map(|w| compile("condition `when`", w))
+        .transpose()?;
+    let fields = match &spec.fields {
+        None => None,
+        Some(fields) => {
+            let set = fields.get_ref().set();
+            let allowed: &[&str] = match kind {
+                MessageKind::Event => &[
+                    "integration_key",
+                    "event_type",
+                    "summary",
+                    "details",
+                    "alert_key",
+                    "priority",
+                    "severity",
+                    "links",
+                    "images",
+                    "comments",
+                    "labels",
+                    "custom_details",
+                    "routing_key",
+                ],
+                MessageKind::Heartbeat => &["integration_key"],
+                MessageKind::Policy => &["email", "shift", "routing_key"],
+            };
+            let mut compiled = Vec::with_capacity(set.len());
+            for (file_name, ilert_name, source) in set {
+                if !allowed.contains(&file_name) {
+                    return Err(at(
+                        source.span(),
+                        format!(
+                            "field `{file_name}` does not belong to a {} route: it takes {}",
+                            kind_text(kind),
+                            allowed.join(", ")
+                        ),
+                    ));
+                }
+                compiled.push((
+                    ilert_name,
+                    compile(&format!("field `{file_name}`"), source)?,
+                ));
+            }
+            if kind == MessageKind::Policy {
+                for needed in ["email", "routing_key"] {
+                    if !compiled.iter().any(|(n, _)| file_name(n) == needed) {
+                        return Err(at(
+                            fields.span(),
+                            format!("a policy_update route needs the field `{needed}`"),
+                        ));
+                    }
+                }
+            }
+            Some(compiled)
+        }
+    };
+    let mapping = match &fields {
+        None => Arc::new(flags.clone()),
+        Some(fields) => Arc::new(expression_mapping(flags, fields)),
+    };
+    Ok(Route {
+        name,
+        source,
+        topics,
+        kind,
+        when,
+        fields,
+        mapping,
+    })
+}
+
+/// The mapping that reads what field expressions computed: ilert's field names, no
+/// filter, no value maps; `--event_key` only where the route computes no integration key.
+fn expression_mapping(flags: &MappingConfig, fields: &[(&'static str, Expr)]) -> MappingConfig {
+    let computes_key = fields.iter().any(|(name, _)| *name == "integrationKey");
+    MappingConfig {
+        event_key: if computes_key {
+            None
+        } else {
+            flags.event_key.clone()
+        },
+        forward_payload: false,
+        policy: PolicyMapping {
+            routing_key_fields: vec!["routingKey".into()],
+            email: FieldPath::new("email"),
+            shift: FieldPath::new("shift"),
+            shift_offset: 0,
+        },
+        ..MappingConfig::default()
+    }
+}
+
+fn kind_text(kind: MessageKind) -> &'static str {
+    match kind {
+        MessageKind::Event => "event",
+        MessageKind::Heartbeat => "heartbeat",
+        MessageKind::Policy => "policy_update",
+    }
+}
