@@ -128,11 +128,13 @@ impl StandIn {
         self.shared.subscribe()
     }
 
-    /// Stops accepting, closes all connections and waits for the server tasks to end.
-    pub async fn shutdown(self) {
+    /// Stops accepting, closes all connections and waits for the server tasks to end;
+    /// returns every request recorded, those answered while it was stopping included.
+    pub async fn shutdown(self) -> Vec<RecordedRequest> {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+        self.shared.requests()
     }
 }
 

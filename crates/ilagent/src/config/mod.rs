@@ -190,18 +190,9 @@ impl DaemonConfig {
         let mapping = mapping_config(args)?;
         let routes = Arc::new(route_table(global, &mapping)?);
         let routed_kafka = routes.topics_for(crate::message::SourceKind::Kafka);
-        let routed_mqtt = routes.topics_for(crate::message::SourceKind::Mqtt);
-        if !routed_kafka.is_empty() && kafka.is_none() {
-            return Err(UsageError::new(format!(
-                "the configuration file has Kafka routes (topics {}) but no Kafka broker: set kafka_brokers (or --kafka_brokers)",
-                routed_kafka.join(", ")
-            )));
-        }
-        if !routed_mqtt.is_empty() && mqtt.is_none() {
-            return Err(UsageError::new(format!(
-                "the configuration file has MQTT routes (topics {}) but no MQTT broker: set mqtt_host (or -m/--mqtt_host)",
-                routed_mqtt.join(", ")
-            )));
+        if let Some(error) = route_without_broker(global, &routes, kafka.is_some(), mqtt.is_some())
+        {
+            return Err(error);
         }
         let heartbeat = agent_heartbeat(args)?;
         let api_key = secret(args.ilert_api_key.as_deref());
@@ -305,6 +296,35 @@ impl DaemonConfig {
             routes,
         })
     }
+}
+
+/// A route whose source has no broker configured.
+fn route_without_broker(
+    global: &GlobalArgs,
+    routes: &RouteTable,
+    kafka: bool,
+    mqtt: bool,
+) -> Option<UsageError> {
+    use crate::message::SourceKind;
+    let route = routes.routes().iter().find(|r| match r.source() {
+        SourceKind::Kafka => !kafka,
+        SourceKind::Mqtt => !mqtt,
+        _ => false,
+    })?;
+    let path = global
+        .config_file
+        .as_ref()
+        .map(|f| f.located.path().display().to_string())
+        .unwrap_or_default();
+    let (broker, fix) = match route.source() {
+        SourceKind::Kafka => ("Kafka", "kafka_brokers (or --kafka_brokers)"),
+        _ => ("MQTT", "mqtt_host (or -m/--mqtt_host)"),
+    };
+    Some(UsageError::new(format!(
+        "{path}: route `{}` consumes {broker} topics ({}) but no {broker} broker is configured: set {fix}",
+        route.name,
+        route.topics().join(", ")
+    )))
 }
 
 /// `--ilert_event_path`; `None` means each source's default.

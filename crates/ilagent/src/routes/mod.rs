@@ -274,7 +274,17 @@ fn compile_route(
         KindName::PolicyUpdate => MessageKind::Policy,
     };
     let compile = |what: &str, source: &toml::Spanned<String>| {
-        Expr::compile(source.get_ref()).map_err(|e| {
+        // `env:NAME` and `file:/path`: a constant read at start (a secret need not be
+        // inline), compiled as a jq string literal.
+        let text = source.get_ref();
+        if text.starts_with("env:") || text.starts_with("file:") {
+            let value = crate::config::file::resolve(text)
+                .map_err(|m| at(source.span(), format!("{what}: {m}")))?;
+            let literal = serde_json::to_string(&value).unwrap_or_default();
+            return Expr::compile(&literal)
+                .map_err(|e| at(source.span(), format!("{what}: {}", e.message)));
+        }
+        Expr::compile(text).map_err(|e| {
             // The span covers the quoted string; its text starts one byte in for the
             // usual quotes (and three for triple quotes).
             let quote = file.quote_len(source.span());
