@@ -393,6 +393,7 @@ async fn every_example_file_passes_ilagent_check() {
                     "ALERTMANAGER_INTEGRATION_KEY",
                     "il1api-alertmanager-example",
                 ),
+                ("ALERTMANAGER_HEARTBEAT_KEY", "il1hbt-alertmanager-example"),
                 ("ILERT_API_KEY", "il1-user-api-key-example"),
             ],
         )
@@ -402,7 +403,7 @@ async fn every_example_file_passes_ilagent_check() {
         checked += 1;
     }
     assert!(
-        checked >= 1,
+        checked >= 3,
         "no example found in {}",
         examples_dir().display()
     );
@@ -455,4 +456,29 @@ async fn ilagent_map_prints_the_request_with_the_key_masked_and_exits_1_for_an_i
             .unwrap_or_default()
             .contains("plc-alarms")
     );
+}
+
+#[tokio::test]
+async fn the_readme_s_example_configuration_passes_ilagent_check() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let section = readme
+        .split("## Routes and the configuration file")
+        .nth(1)
+        .expect("the README has a routes section");
+    let example = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .expect("the routes section shows a TOML file");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&dir, example).display().to_string();
+    let (code, stdout, stderr) = run_ilagent(
+        &["--config", &config, "check"],
+        &[("CRITICAL_INTEGRATION_KEY", "il1api-readme-example")],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("3 tests, 3 passed, 0 failed"), "{stdout}");
 }

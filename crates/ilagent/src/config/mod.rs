@@ -15,7 +15,7 @@ use reqwest::Url;
 use crate::cli::{DaemonArgs, DeliveryArgs, GlobalArgs};
 use crate::delivery::{Backoff, Budget, Budgets, RetryPolicy};
 use crate::ilert::{ClientSettings, EventPath};
-use crate::mapping::{FieldPath, Filter, MappingConfig, PolicyMapping};
+use crate::mapping::{FieldPath, Filter, MappingConfig, MessageKind, PolicyMapping};
 use crate::queue::Limits;
 use crate::routes::RouteTable;
 use crate::secret::Secret;
@@ -239,6 +239,17 @@ impl DaemonConfig {
             return Err(UsageError::new(
                 "nothing to run: configure at least one of --kafka_brokers, -m/--mqtt_host, -p/--port or -b/--heartbeat",
             ));
+        }
+        if let Some(route) = routes
+            .routes()
+            .iter()
+            .find(|r| r.kind() == MessageKind::Policy)
+            && api_key.is_none()
+        {
+            return Err(UsageError::new(format!(
+                "route `{}` updates escalation policies, which needs an ilert user API key: set ilert_api_key = \"env:ILERT_API_KEY\" in the file, or the environment variable ILERT_API_KEY",
+                route.name
+            )));
         }
         if !topics.policies.is_empty() {
             if api_key.is_none() {

@@ -100,12 +100,13 @@ fn compare(own_route: &str, expect: &Expectation, got: &Preview) -> Option<Strin
     let wants_request = expect.method.is_some() || expect.path.is_some() || expect.body.is_some();
     let kinds = [
         wants_request,
+        expect.policy_update.is_some(),
         expect.skip.is_some(),
         expect.invalid.is_some(),
     ];
     if kinds.iter().filter(|k| **k).count() != 1 {
         return Some(
-            "`expect` must say one of: a request (method, path, body), `skip`, or `invalid`".into(),
+            "`expect` must say one of: a request (method, path, body), `policy_update`, `skip`, or `invalid`".into(),
         );
     }
     // A skip may come from no route at all; anything else from the case's route unless
@@ -165,6 +166,21 @@ fn compare(own_route: &str, expect: &Expectation, got: &Preview) -> Option<Strin
             }
             None
         }
+        (
+            Decision::PolicyUpdate { .. },
+            Expectation {
+                policy_update: Some(want),
+                ..
+            },
+        ) => {
+            let want = match serde_json::to_value(want) {
+                Ok(v) => v,
+                Err(e) => return Some(format!("`policy_update` has no JSON form: {e}")),
+            };
+            let got_update = &got.to_json()["policy_update"];
+            (*got_update != want)
+                .then(|| format!("expected policy update {want}, got {got_update}"))
+        }
         _ => Some(format!("expected {}, got {}", wanted(expect), shown())),
     }
 }
@@ -177,7 +193,9 @@ fn shown_path(got: &Preview) -> String {
 }
 
 fn wanted(expect: &Expectation) -> &'static str {
-    if expect.skip.is_some() {
+    if expect.policy_update.is_some() {
+        "a policy update"
+    } else if expect.skip.is_some() {
         "a skip"
     } else if expect.invalid.is_some() {
         "an invalid message"

@@ -17,6 +17,8 @@ pub(crate) mod check;
 pub(crate) mod expr;
 pub(crate) mod preview;
 pub(crate) mod spec;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -168,6 +170,10 @@ impl Route {
 
     pub(crate) fn source(&self) -> SourceKind {
         self.source
+    }
+
+    pub(crate) fn kind(&self) -> MessageKind {
+        self.kind
     }
 
     /// jq's truth: everything but `false` and `null` (and no output) is true.

@@ -115,8 +115,9 @@ pub(crate) struct TestSpec {
     pub expect: Spanned<Expectation>,
 }
 
-/// What a route test expects: a request (method, path, body), a skip or an invalid
-/// message (each a substring of the reason), and optionally which route took it.
+/// What a route test expects: a request (method, path, body), an escalation-policy update,
+/// a skip or an invalid message (each a substring of the reason), and optionally which
+/// route took it.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Expectation {
@@ -128,6 +129,9 @@ pub(crate) struct Expectation {
     pub path: Option<String>,
     #[serde(default)]
     pub body: Option<toml::Value>,
+    /// An escalation-policy update: `{routingKey, email, level}`.
+    #[serde(default)]
+    pub policy_update: Option<toml::Value>,
     #[serde(default)]
     pub skip: Option<String>,
     #[serde(default)]
