@@ -109,7 +109,7 @@ proptest! {
         for table in EXAMPLES.iter() {
             for route in table.routes() {
                 for topic in route.topics() {
-                    let topic = topic.replace('+', "x").replace('#', "x");
+                    let topic = topic.replace(['+', '#'], "x");
                     let message = Message {
                         payload: payload.clone(),
                         meta: Metadata::new(route.source(), topic),
