@@ -31,6 +31,10 @@ fn check(row: &Row, target: &str, measured: String, met: bool) -> TargetCheck {
 /// Every target that applies to the rows that ran.
 pub fn evaluate(rows: &[Row]) -> Vec<TargetCheck> {
     let mut checks = Vec::new();
+    let flag_mapping_rate = rows
+        .iter()
+        .find(|r| r.scenario == "kafka-0ms" && r.measured())
+        .map(|r| r.messages_per_second);
     for row in rows.iter().filter(|r| r.measured()) {
         checks.push(check(
             row,
@@ -50,6 +54,19 @@ pub fn evaluate(rows: &[Row]) -> Vec<TargetCheck> {
                         ">= 50% of the ceiling's msg/s",
                         format!("{:.0}%", ratio * 100.0),
                         ratio >= 0.5,
+                    ));
+                }
+            }
+            "kafka-0ms-routes" => {
+                if let Some(flags) = flag_mapping_rate {
+                    checks.push(check(
+                        row,
+                        ">= 80% of kafka-0ms (flag mapping) in the same run",
+                        format!(
+                            "{rate:.0} msg/s = {:.0}% of {flags:.0}",
+                            rate * 100.0 / flags
+                        ),
+                        rate >= 0.8 * flags,
                     ));
                 }
             }

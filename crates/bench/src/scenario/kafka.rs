@@ -25,7 +25,27 @@ pub struct KafkaBacklog {
     /// ilert's per-integration-key limit enforced by the stand-in, and the agent's own
     /// limiter left at its default (50 per 60 s); otherwise the limiter is off.
     pub rate_limited: bool,
+    /// Mapped by a configured route with jq expressions ([`ROUTE`]) instead of the flags.
+    pub routed: bool,
 }
+
+/// The route of `kafka-0ms-routes`, as costly as the PLC example's (a condition, an event
+/// type from a value, a summary from several fields, a priority, custom details with a
+/// metadata field); it keeps the fields the benchmark reads (alert key, `customDetails`).
+const ROUTE: &str = r#"
+[[route]]
+name = "bench"
+source = "kafka"
+topics = ["TOPIC"]
+when = '.eventType != "ACK"'
+[route.fields]
+integration_key = '.integrationKey'
+event_type = 'if .eventType == "CLEARED" then "RESOLVE" else "ALERT" end'
+summary = '"\(.alertKey): \(.summary) (seq \(.customDetails.seq))"'
+alert_key = '.alertKey'
+priority = 'if .customDetails.key % 2 == 0 then "HIGH" else "LOW" end'
+custom_details = '.customDetails + {partition: $partition}'
+"#;
 
 pub const KAFKA_0MS: KafkaBacklog = KafkaBacklog {
     name: "kafka-0ms",
@@ -34,6 +54,14 @@ pub const KAFKA_0MS: KafkaBacklog = KafkaBacklog {
     stream: Stream::keys(100),
     latency_ms: 0,
     rate_limited: false,
+    routed: false,
+};
+
+/// `kafka-0ms` mapped by a route with jq expressions: what expressions cost.
+pub const KAFKA_0MS_ROUTES: KafkaBacklog = KafkaBacklog {
+    name: "kafka-0ms-routes",
+    routed: true,
+    ..KAFKA_0MS
 };
 
 pub const KAFKA_50MS: KafkaBacklog = KafkaBacklog {
@@ -43,6 +71,7 @@ pub const KAFKA_50MS: KafkaBacklog = KafkaBacklog {
     stream: Stream::keys(100),
     latency_ms: 50,
     rate_limited: false,
+    routed: false,
 };
 
 /// 100 alert keys spread over 25 integration keys (ilert limits per integration key, so
@@ -58,6 +87,7 @@ pub const KAFKA_RATELIMITED: KafkaBacklog = KafkaBacklog {
     },
     latency_ms: 0,
     rate_limited: true,
+    routed: false,
 };
 
 impl KafkaBacklog {
@@ -108,6 +138,13 @@ impl KafkaBacklog {
         let mut args = kafka_args(&bootstrap, &topic, "earliest");
         if !self.rate_limited {
             args.extend(["--rate_limit_events", "0"]);
+        }
+        let config_dir = tempfile::tempdir()?;
+        let config = config_dir.path().join("routes.toml");
+        let config_text = config.display().to_string();
+        if self.routed {
+            std::fs::write(&config, ROUTE.replace("TOPIC", &topic))?;
+            args.extend(["--config", config_text.as_str()]);
         }
         let agent = AgentRun::start(agent_binary, &stand_in, &args)?;
         let expected_rate = match (self.theoretical_min_seconds(), self.latency_ms) {
