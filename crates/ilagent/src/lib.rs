@@ -6,8 +6,10 @@
 //!
 //! ```text
 //! source  -> Message { payload, metadata }           message.rs, sources/ (kafka, mqtt, http)
-//! route   -> which kind of topic it came from         sources/route.rs, pipeline/route.rs
+//! route   -> a configured route (topic + condition),  routes/, pipeline/route.rs,
+//!            else which kind of topic it came from    sources/route.rs
 //! map     -> Action: Event | Heartbeat | PolicyUpdate | Skip | Invalid     mapping/
+//!            (a route's jq field expressions first)   routes/expr.rs
 //! order   -> per alert key, parallel across keys      pipeline/dispatcher.rs
 //! deliver -> Outcome: Delivered | Skipped | Coalesced | Rejected | Failed | Interrupted
 //!            (rate budget, then a slot on the wire)   delivery/, ilert/
@@ -19,6 +21,8 @@
 //! - [`pipeline`] is what every source shares after receiving: route and map, the
 //!   key-ordered dispatcher, and the rule for retrying the writes that settle a message.
 //! - [`mapping`] is pure: bytes and configuration in, an [`action::Action`] out.
+//! - [`routes`] are the configuration file's `[[route]]`s: topic, jq condition and jq
+//!   field expressions, compiled once; `ilagent map` and `ilagent check` preview them.
 //! - [`delivery`] owns the one retry policy (backoff, `Retry-After`, `--max_retries`), the
 //!   per-key rate limits and heartbeat coalescing; it talks
 //!   to ilert through [`ilert`], which only makes requests and classifies answers.
@@ -26,8 +30,8 @@
 //!   the HTTP proxy) and holds the dead letters; `ilagent queue` inspects and requeues them.
 //! - [`observe`] is what operators see: log lines and metrics (one function per happening),
 //!   readiness of every component, and the `/health`, `/ready`, `/metrics` endpoints.
-//! - [`cli`] and [`config`] turn flags and environment variables into a validated
-//!   configuration; [`commands`] runs each subcommand; the daemon runs every task under one
+//! - [`cli`] and [`config`] turn flags, environment variables and the configuration file
+//!   (`config/file.rs`) into a validated configuration; [`commands`] runs each subcommand; the daemon runs every task under one
 //!   supervisor and one shutdown token ([`shutdown`]).
 
 pub mod action;
