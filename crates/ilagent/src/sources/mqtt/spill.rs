@@ -8,7 +8,8 @@
 //! `--mqtt_buffer` uses) and then counts as done for the acknowledgement order: when
 //! `--mqtt_max_unacked` messages are unacknowledged, when the oldest is older than
 //! `--mqtt_spill_after`, or when the dispatcher's window has no room, every unacknowledged
-//! message that is only live is written, in arrival order, in one transaction. A message
+//! message that is only live is written, in arrival order (in transactions of at most 1 MiB,
+//! each of which must fit in the queue as a whole). A message
 //! that still finds no room is written for the worker instead; before that the intake may
 //! wait for a slot, at most `--mqtt_spill_after` in all per spell of a full window (see
 //! `intake::FullWindow`): waiting keeps a flood live, since its deliveries free slots all
@@ -123,6 +124,36 @@ async fn delete_delivered(
     }
 }
 
+/// One message of a spill: held (its live delivery goes on) or for the worker.
+enum Piece {
+    Held(Arc<Tracked>, NewRow),
+    Queued(ToQueue),
+}
+
+impl Piece {
+    fn row(&self) -> &NewRow {
+        match self {
+            Piece::Held(_, row) => row,
+            Piece::Queued(queued) => &queued.row,
+        }
+    }
+}
+
+/// Payload bytes one spill transaction takes at most (a larger message alone).
+const CHUNK_BYTES: u64 = 1 << 20;
+
+/// How many of `pieces` (at least one) the next transaction takes.
+fn chunk_len(pieces: &[Piece]) -> usize {
+    let mut bytes = 0;
+    for (index, piece) in pieces.iter().enumerate() {
+        bytes += piece.row().stored_bytes();
+        if bytes > CHUNK_BYTES && index > 0 {
+            return index;
+        }
+    }
+    pieces.len()
+}
+
 /// A message that goes straight to the queue (not held), acknowledged once written.
 pub(crate) struct ToQueue {
     pub tracked: Option<Arc<Tracked>>,
@@ -172,7 +203,7 @@ impl Spill {
     }
 
     /// Writes every spillable message of `ledger` (held) and then `extra` (for the worker)
-    /// in one transaction, and acknowledges them through the ledger. The caller has
+    /// in transactions that each fit the queue, and acknowledges them through the ledger. The caller has
     /// counted the keys of `extra` in [`Spill::keys`] already (so that later messages of
     /// those keys follow them). Gives up only at `stop`: then nothing is acknowledged and
     /// the broker sends the messages again.
@@ -186,14 +217,39 @@ impl Spill {
         if taken.is_empty() && extra.is_empty() {
             return;
         }
-        let held_count = taken.len();
-        let rows: Arc<Vec<NewRow>> = Arc::new(
-            taken
-                .iter()
-                .map(|(_, row)| row.clone())
-                .chain(extra.iter().map(|e| e.row.clone()))
-                .collect(),
-        );
+        // In arrival order: the held ones, then those for the worker (the caller made
+        // sure they are the newer ones). Written in pieces of at most CHUNK_BYTES: one
+        // write must fit in the queue as a whole (see `crate::queue::capacity`), and a
+        // window of large messages in one transaction might never fit a nearly full file.
+        let mut pending: Vec<Piece> = taken
+            .into_iter()
+            .map(|(tracked, row)| Piece::Held(tracked, row))
+            .chain(extra.into_iter().map(Piece::Queued))
+            .collect();
+        while !pending.is_empty() {
+            let cut = chunk_len(&pending);
+            let rest = pending.split_off(cut);
+            if !self.write_piece(ledger, pending, stop).await {
+                self.give_up(&rest);
+                return;
+            }
+            pending = rest;
+        }
+    }
+
+    /// Writes one piece in one transaction and acknowledges it through the ledger;
+    /// `false` (with the piece given up) only at `stop`.
+    async fn write_piece(
+        &self,
+        ledger: &Ledger,
+        piece: Vec<Piece>,
+        stop: &CancellationToken,
+    ) -> bool {
+        let held_count = piece
+            .iter()
+            .filter(|p| matches!(p, Piece::Held(..)))
+            .count();
+        let rows: Arc<Vec<NewRow>> = Arc::new(piece.iter().map(|p| p.row().clone()).collect());
         let started = tokio::time::Instant::now();
         let written = until_written(
             stop,
@@ -216,26 +272,21 @@ impl Spill {
         )
         .await;
         let Some(ids) = written else {
-            for (tracked, _) in &taken {
-                let mut state = tracked.state();
-                *state = match *state {
-                    RowState::Writing(None) => RowState::Live,
-                    _ => RowState::Abandoned,
-                };
-            }
-            for key in extra.iter().filter_map(|e| e.row.order_key.as_deref()) {
-                self.keys.remove_one(key);
-            }
-            return;
+            self.give_up(&piece);
+            return false;
         };
         events::queue_written(SourceKind::Mqtt, ids.len());
         tracing::debug!(
             held = held_count,
-            queued = extra.len(),
+            queued = piece.len() - held_count,
             took = ?started.elapsed(),
             "mqtt messages spilled to the queue"
         );
-        for ((tracked, _), id) in taken.iter().zip(&ids) {
+        // Held pieces come first, so their ids are the first ones.
+        for (piece, id) in piece.iter().zip(&ids) {
+            let Piece::Held(tracked, _) = piece else {
+                continue;
+            };
             let parked = {
                 let mut state = tracked.state();
                 match std::mem::replace(&mut *state, RowState::Held(*id)) {
@@ -254,12 +305,39 @@ impl Spill {
             }
             ledger.done(tracked);
         }
-        if !extra.is_empty() {
+        if held_count < piece.len() {
             self.wake.new_rows();
         }
-        for queued in &extra {
-            if let Some(tracked) = &queued.tracked {
+        for piece in &piece {
+            if let Piece::Queued(ToQueue {
+                tracked: Some(tracked),
+                ..
+            }) = piece
+            {
                 ledger.done(tracked);
+            }
+        }
+        true
+    }
+
+    /// Stopping before these were written: held ones go back to live (or are abandoned if
+    /// they settled meanwhile), queued ones stop counting for their keys; none is
+    /// acknowledged, so the broker sends them again.
+    fn give_up(&self, pieces: &[Piece]) {
+        for piece in pieces {
+            match piece {
+                Piece::Held(tracked, _) => {
+                    let mut state = tracked.state();
+                    *state = match *state {
+                        RowState::Writing(None) => RowState::Live,
+                        _ => RowState::Abandoned,
+                    };
+                }
+                Piece::Queued(queued) => {
+                    if let Some(key) = queued.row.order_key.as_deref() {
+                        self.keys.remove_one(key);
+                    }
+                }
             }
         }
     }
