@@ -167,6 +167,7 @@ fn topics() -> Topics {
         events: list(&["events", "ilert/+/events", "$share/agents/alarms/#"]),
         heartbeats: list(&["heartbeats", "hb/#"]),
         policies: list(&["policies", "shifts/+"]),
+        routed: Vec::new(),
     }
 }
 
