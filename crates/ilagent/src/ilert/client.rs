@@ -19,7 +19,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// Heartbeat keys of legacy heartbeat alert sources start with this and use the
 /// legacy endpoint on the API host.
-const LEGACY_HEARTBEAT_PREFIX: &str = "il1hbt";
+pub(crate) const LEGACY_HEARTBEAT_PREFIX: &str = "il1hbt";
 
 /// Where events are posted.
 #[derive(Clone, Debug, PartialEq, Eq)]

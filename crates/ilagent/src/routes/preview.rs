@@ -9,11 +9,9 @@ use serde_json::{Value, json};
 
 use crate::action::Action;
 use crate::ilert::EventPath;
+use crate::ilert::client::LEGACY_HEARTBEAT_PREFIX;
 use crate::message::{Message, SourceKind};
 use crate::pipeline::MessageRouter;
-
-/// Heartbeat keys of legacy heartbeat sources (posted on the API host).
-const LEGACY_HEARTBEAT_PREFIX: &str = "il1hbt";
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Decision {

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{AckToken, Received};
 use super::ledger::{Ledger, RowState};
 use super::settle::{Acker, MqttSettler, MqttTicket};
-use super::spill::{Spill, ToQueue};
+use super::spill::{CHUNK_BYTES, Spill, ToQueue};
 use crate::message::{Message, Metadata, SourceKind};
 use crate::observe::events;
 use crate::pipeline::persist::until_written;
@@ -294,9 +294,6 @@ pub async fn buffered(
         }
     }
 }
-
-/// Payload bytes one buffered commit takes at most (a larger message alone).
-const CHUNK_BYTES: u64 = 1 << 20;
 
 /// `rows` in arrival order, cut into commits of at most [`CHUNK_BYTES`]: a commit must fit
 /// in the queue as a whole, and one of a few large messages fits where a whole batch of

@@ -139,8 +139,11 @@ impl Piece {
     }
 }
 
-/// Payload bytes one spill transaction takes at most (a larger message alone).
-const CHUNK_BYTES: u64 = 1 << 20;
+/// Payload bytes one write to the queue takes at most (a larger message alone), for the
+/// spill and the buffered intake alike: a write must fit in the queue as a whole, and one
+/// of a few large messages fits where a whole batch of them might never (see
+/// `crate::queue::capacity`).
+pub(crate) const CHUNK_BYTES: u64 = 1 << 20;
 
 /// How many of `pieces` (at least one) the next transaction takes.
 fn chunk_len(pieces: &[Piece]) -> usize {
