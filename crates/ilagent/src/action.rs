@@ -4,8 +4,28 @@
 //! [`crate::delivery`] (which carries it out); `Outcome` is the contract between delivery
 //! and a source's settle step. Neither knows where a message came from.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::ilert::Event;
 use crate::secret::Secret;
+
+/// An event's idempotency id: ilert gets an event with this id at most once per window
+/// (see [`crate::delivery`]). From a route's `dedupe` expression, or from the
+/// `Idempotency-Key` header of a request to the HTTP proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DedupeId {
+    /// Where ids are unique: the route's name, or `http` for the proxy.
+    pub scope: Arc<str>,
+    pub id: Box<str>,
+    /// How long an accepted id suppresses its duplicates.
+    pub window: Duration,
+}
+
+impl DedupeId {
+    /// The longest id kept: the ids live in the SQLite file.
+    pub const MAX_BYTES: usize = 512;
+}
 
 /// Move one user onto one level of the escalation policy with a routing key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +64,8 @@ pub enum Outcome {
     },
     /// Mapping decided it is not for ilert.
     Skipped { reason: String },
+    /// ilert already accepted an event with its idempotency id inside the id's window.
+    Duplicate { reason: String },
     /// A heartbeat ping that would change nothing at ilert: a ping of the same heartbeat is
     /// in flight, or its rate budget is used up by recent pings. Settled at once.
     Coalesced { reason: String },

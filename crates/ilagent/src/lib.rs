@@ -11,7 +11,7 @@
 //! map     -> Action: Event | Heartbeat | PolicyUpdate | Skip | Invalid     mapping/
 //!            (a route's jq field expressions first)   routes/expr.rs
 //! order   -> per alert key, parallel across keys      pipeline/dispatcher.rs
-//! deliver -> Outcome: Delivered | Skipped | Coalesced | Rejected | Failed | Interrupted
+//! deliver -> Outcome: Delivered | Skipped | Duplicate | Coalesced | Rejected | Failed | Interrupted
 //!            (rate budget, then a slot on the wire)   delivery/, ilert/
 //! settle  -> the source's own acknowledgement         sources/ (commit, PUBACK in arrival
 //!            order, 202 after the SQLite commit), queue/ (rows deleted, rescheduled or
@@ -24,10 +24,12 @@
 //! - [`routes`] are the configuration file's `[[route]]`s: topic, jq condition and jq
 //!   field expressions, compiled once; `ilagent map` and `ilagent check` preview them.
 //! - [`delivery`] owns the one retry policy (backoff, `Retry-After`, `--max_retries`), the
-//!   per-key rate limits and heartbeat coalescing; it talks
+//!   per-key rate limits, heartbeat coalescing and idempotency (an event id ilert accepted
+//!   is not sent again; the ids live in the SQLite file); it talks
 //!   to ilert through [`ilert`], which only makes requests and classifies answers.
 //! - [`queue`] keeps messages in SQLite until ilert has them (MQTT with `--mqtt_buffer`,
-//!   the HTTP proxy) and holds the dead letters; `ilagent queue` inspects and requeues them.
+//!   the HTTP proxy) and holds the dead letters and the accepted idempotency ids;
+//!   `ilagent queue` inspects and requeues them.
 //! - [`observe`] is what operators see: log lines and metrics (one function per happening),
 //!   readiness of every component, and the `/health`, `/ready`, `/metrics` endpoints.
 //! - [`cli`] and [`config`] turn flags, environment variables and the configuration file

@@ -17,7 +17,7 @@ use bench::targets::{evaluate, print_checks};
 #[derive(Parser)]
 #[command(about = "Measure ilagent's throughput, latency and memory against the ilert stand-in.")]
 struct Args {
-    /// Scenarios to run (repeatable): ceiling, ceiling-50ms, kafka-0ms, kafka-0ms-routes, kafka-50ms,
+    /// Scenarios to run (repeatable): ceiling, ceiling-50ms, kafka-0ms, kafka-0ms-routes, kafka-0ms-dedupe, kafka-50ms,
     /// kafka-ratelimited, mqtt-qos1-50ms, mqtt-buffered-50ms, proxy-50clients,
     /// latency-steady, storm, backlog. All but backlog when none is given. The ceiling runs too unless --no-ceiling, since every row is a ratio to it.
     #[arg(long)]

@@ -27,6 +27,9 @@ pub struct KafkaBacklog {
     pub rate_limited: bool,
     /// Mapped by a configured route with jq expressions ([`ROUTE`]) instead of the flags.
     pub routed: bool,
+    /// The route also gives every event an idempotency id ([`DEDUPE`]): each is looked up
+    /// and recorded in the SQLite file.
+    pub deduped: bool,
 }
 
 /// The route of `kafka-0ms-routes`, as costly as the PLC example's (a condition, an event
@@ -47,6 +50,11 @@ priority = 'if .customDetails.key % 2 == 0 then "HIGH" else "LOW" end'
 custom_details = '.customDetails + {partition: $partition}'
 "#;
 
+/// The idempotency id of `kafka-0ms-dedupe`: unique per event, so every event is looked
+/// up and recorded and none is suppressed.
+const DEDUPE: &str = r#"dedupe = '"\(.alertKey)/\(.customDetails.seq)"'
+"#;
+
 pub const KAFKA_0MS: KafkaBacklog = KafkaBacklog {
     name: "kafka-0ms",
     messages: 50_000,
@@ -55,6 +63,7 @@ pub const KAFKA_0MS: KafkaBacklog = KafkaBacklog {
     latency_ms: 0,
     rate_limited: false,
     routed: false,
+    deduped: false,
 };
 
 /// `kafka-0ms` mapped by a route with jq expressions: what expressions cost.
@@ -62,6 +71,13 @@ pub const KAFKA_0MS_ROUTES: KafkaBacklog = KafkaBacklog {
     name: "kafka-0ms-routes",
     routed: true,
     ..KAFKA_0MS
+};
+
+/// `kafka-0ms-routes` with an idempotency id per event: what deduplication costs.
+pub const KAFKA_0MS_DEDUPE: KafkaBacklog = KafkaBacklog {
+    name: "kafka-0ms-dedupe",
+    deduped: true,
+    ..KAFKA_0MS_ROUTES
 };
 
 pub const KAFKA_50MS: KafkaBacklog = KafkaBacklog {
@@ -72,6 +88,7 @@ pub const KAFKA_50MS: KafkaBacklog = KafkaBacklog {
     latency_ms: 50,
     rate_limited: false,
     routed: false,
+    deduped: false,
 };
 
 /// 100 alert keys spread over 25 integration keys (ilert limits per integration key, so
@@ -88,6 +105,7 @@ pub const KAFKA_RATELIMITED: KafkaBacklog = KafkaBacklog {
     latency_ms: 0,
     rate_limited: true,
     routed: false,
+    deduped: false,
 };
 
 impl KafkaBacklog {
@@ -143,7 +161,12 @@ impl KafkaBacklog {
         let config = config_dir.path().join("routes.toml");
         let config_text = config.display().to_string();
         if self.routed {
-            std::fs::write(&config, ROUTE.replace("TOPIC", &topic))?;
+            let mut route = ROUTE.replace("TOPIC", &topic);
+            if self.deduped {
+                // Before `[route.fields]`: a key of the route itself.
+                route = route.replace("[route.fields]", &format!("{DEDUPE}[route.fields]"));
+            }
+            std::fs::write(&config, route)?;
             args.extend(["--config", config_text.as_str()]);
         }
         let agent = AgentRun::start(agent_binary, &stand_in, &args)?;

@@ -8,6 +8,7 @@
 //! | `ceiling-50ms`       | the same with 20,000 events, stand-in +50 ms: the 50 ms reference  |
 //! | `kafka-0ms`          | 50,000-event backlog, 3 partitions, 100 keys, no added latency     |
 //! | `kafka-0ms-routes`   | `kafka-0ms` mapped by a route with jq expressions (PLC-like)        |
+//! | `kafka-0ms-dedupe`   | `kafka-0ms-routes` with an idempotency id per event (`dedupe`)      |
 //! | `kafka-50ms`         | 20,000-event backlog, 3 partitions, 100 keys, stand-in +50 ms      |
 //! | `kafka-ratelimited`  | 3,000 events, 100 alert keys on 25 integration keys, 50/min each   |
 //! | `mqtt-qos1-50ms`     | 10,000 events, acked in order after delivery or spill, +50 ms      |
@@ -48,6 +49,7 @@ pub const ALL: &[&str] = &[
     "ceiling-50ms",
     "kafka-0ms",
     "kafka-0ms-routes",
+    "kafka-0ms-dedupe",
     "kafka-50ms",
     "kafka-ratelimited",
     "mqtt-qos1-50ms",
@@ -70,6 +72,7 @@ pub async fn run(name: &str, agent: &Path) -> Result<Row> {
         "ceiling-50ms" => ceiling::CEILING_50MS.run().await?,
         "kafka-0ms" => kafka::KAFKA_0MS.run(agent).await?,
         "kafka-0ms-routes" => kafka::KAFKA_0MS_ROUTES.run(agent).await?,
+        "kafka-0ms-dedupe" => kafka::KAFKA_0MS_DEDUPE.run(agent).await?,
         "kafka-50ms" => kafka::KAFKA_50MS.run(agent).await?,
         "kafka-ratelimited" => kafka::KAFKA_RATELIMITED.run(agent).await?,
         "mqtt-qos1-50ms" => mqtt::QOS1_50MS.run(agent).await?,

@@ -68,7 +68,9 @@ pub async fn deliver(
         Outcome::Rejected { reason, .. } => {
             Exit::Rejected(format!("ilert rejected the {what}: {reason}"))
         }
-        Outcome::Skipped { reason } => Exit::Failed(format!("the {what} was skipped: {reason}")),
+        Outcome::Skipped { reason } | Outcome::Duplicate { reason } => {
+            Exit::Failed(format!("the {what} was skipped: {reason}"))
+        }
         Outcome::Coalesced { reason } => {
             println!("the {what} was not sent: {reason}");
             Exit::Success

@@ -156,6 +156,10 @@ pub struct DaemonConfig {
     pub db_file: PathBuf,
     /// `--queue_max_size`, with the reserve kept for draining.
     pub queue_limits: Limits,
+    /// `--dedupe_max_ids`: idempotency ids kept in the file.
+    pub dedupe_max_ids: u64,
+    /// `--http_idempotency_window`; zero: the proxy ignores `Idempotency-Key`.
+    pub http_idempotency_window: Duration,
     pub heartbeat: Option<AgentHeartbeat>,
     /// The HTTP proxy (`-p`).
     pub http: Option<HttpConfig>,
@@ -283,6 +287,11 @@ impl DaemonConfig {
         }
 
         let queue_limits = queue_limits(args, http.as_ref(), mqtt.as_ref(), kafka.is_some())?;
+        if args.queue_file.dedupe_max_ids == 0 {
+            return Err(UsageError::new(
+                "--dedupe_max_ids must be at least 1: it is how many idempotency ids the file keeps, e.g. --dedupe_max_ids 1000000 (remove a route's `dedupe` to deliver every copy)",
+            ));
+        }
 
         Ok(DaemonConfig {
             client,
@@ -293,6 +302,8 @@ impl DaemonConfig {
             policy_cache_ttl: args.policy_cache_ttl,
             db_file: global.file.clone(),
             queue_limits,
+            dedupe_max_ids: args.queue_file.dedupe_max_ids,
+            http_idempotency_window: args.queue_file.http_idempotency_window,
             heartbeat,
             http,
             metrics_addr: args

@@ -13,10 +13,13 @@
 //! the queue's settle step asks the same [`RetryPolicy`] when to try again.
 //!
 //! Heartbeat pings coalesce: a ping of a heartbeat that has one in flight, or whose budget
-//! recent pings used up, would change nothing at ilert, so it is settled at once.
+//! recent pings used up, would change nothing at ilert, so it is settled at once. An event
+//! with an idempotency id that ilert already accepted is settled at once as a duplicate
+//! ([`idempotency`]).
 
 pub mod backoff;
 mod heartbeats;
+pub mod idempotency;
 mod policy_update;
 pub mod rate_limit;
 mod retry;
@@ -31,11 +34,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
+pub use idempotency::AcceptedIds;
 pub use rate_limit::{Budget, Budgets, KeyClass, RateLimiter};
 pub use retry::RetryPolicy;
 
 use self::wire::Wire;
-use crate::action::{Action, Outcome, RejectKind};
+use crate::action::{Action, DedupeId, Outcome, RejectKind};
 use crate::ilert::{EventPath, IlertClient, Verdict};
 use crate::secret::Secret;
 
@@ -123,6 +127,9 @@ pub struct Deliverer {
     policy: RetryPolicy,
     event_path: EventPath,
     single_attempt: bool,
+    /// Where events with an idempotency id are checked and recorded; `None`: every event
+    /// is delivered (one-shot commands, no SQLite file).
+    accepted: Option<AcceptedIds>,
 }
 
 impl Deliverer {
@@ -149,6 +156,16 @@ impl Deliverer {
             policy,
             event_path: EventPath::Generic,
             single_attempt: false,
+            accepted: None,
+        }
+    }
+
+    /// The same deliverer delivering each idempotency id once per its window, by the ids
+    /// in `accepted` (see [`idempotency`]). Set it before cloning for the sources.
+    pub fn remembering(self, accepted: AcceptedIds) -> Self {
+        Deliverer {
+            accepted: Some(accepted),
+            ..self
         }
     }
 
@@ -228,8 +245,37 @@ impl Deliverer {
                 }
                 self.retry(action, ctx).await
             }
-            _ => self.retry(action, ctx).await,
+            Action::Event(event) => match (&event.dedupe, &self.accepted) {
+                (Some(id), Some(accepted)) => self.deliver_once(action, id, accepted, ctx).await,
+                _ => self.retry(action, ctx).await,
+            },
+            Action::PolicyUpdate(_) => self.retry(action, ctx).await,
         }
+    }
+
+    /// An event with an idempotency id: skipped if ilert accepted the id inside its window,
+    /// else delivered and the id recorded before the source settles it.
+    async fn deliver_once(
+        &self,
+        action: &Action,
+        id: &DedupeId,
+        accepted: &AcceptedIds,
+        ctx: &Context<'_>,
+    ) -> Outcome {
+        let _held = tokio::select! {
+            biased;
+            () = ctx.cancel.cancelled() => return Outcome::Interrupted { attempts: 0 },
+            () = ctx.waits_stopped() => return Outcome::Interrupted { attempts: 0 },
+            held = accepted.hold(id) => held,
+        };
+        if let Some(duplicate) = accepted.duplicate(id).await {
+            return duplicate;
+        }
+        let outcome = self.retry(action, ctx).await;
+        if let Outcome::Delivered { .. } = outcome {
+            accepted.remember(id).await;
+        }
+        outcome
     }
 
     async fn retry(&self, action: &Action, ctx: &Context<'_>) -> Outcome {

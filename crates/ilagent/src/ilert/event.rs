@@ -144,6 +144,10 @@ pub struct Event {
     /// ilagent 0.9 queued for an MQTT or Kafka alert source); not part of the body.
     #[serde(skip)]
     pub path: Option<super::EventPath>,
+    /// The event's idempotency id, if its route or its request gave it one; not part of
+    /// the body.
+    #[serde(skip)]
+    pub dedupe: Option<crate::action::DedupeId>,
 }
 
 impl Event {
@@ -165,6 +169,7 @@ impl Event {
             custom_details: None,
             routing_key: None,
             path: None,
+            dedupe: None,
         }
     }
 }

@@ -43,6 +43,43 @@ pub const HTTP_IN_FLIGHT: &str = "ilagent_http_requests_in_flight";
 pub const AGENT_HEARTBEATS: &str = "ilagent_agent_heartbeats_total";
 pub const HEARTBEATS_COALESCED: &str = "ilagent_heartbeats_coalesced_total";
 pub const TRACKED_KEYS: &str = "ilagent_tracked_keys";
+pub const DUPLICATES: &str = "ilagent_duplicates_total";
+pub const ACCEPTED_IDS: &str = "ilagent_accepted_ids";
+pub const ACCEPTED_IDS_EVICTED: &str = "ilagent_accepted_ids_evicted_total";
+pub const ACCEPTED_IDS_ERRORS: &str = "ilagent_accepted_ids_errors_total";
+
+/// An event was not delivered: ilert accepted its idempotency id inside the window.
+/// `scope` is a route's name or `http`: bounded by the configuration.
+pub fn duplicate_suppressed(scope: &str) {
+    metrics::counter!(DUPLICATES, "scope" => scope.to_string()).increment(1);
+}
+
+/// The accepted-ids table could not be read or written: the event goes out regardless.
+pub fn accepted_ids_failed(what: &'static str, error: &QueueError) {
+    metrics::counter!(ACCEPTED_IDS_ERRORS, "operation" => what).increment(1);
+    tracing::warn!(operation = what, %error, "idempotency ids unavailable: delivering without the duplicate check");
+}
+
+/// A pruning of the accepted ids ran; evictions (ids dropped inside their window to keep
+/// `--dedupe_max_ids`) are logged, since they shorten the effective window.
+pub fn accepted_ids_pruned(pruned: &crate::queue::store::Pruned, max_ids: u64) {
+    metrics::gauge!(ACCEPTED_IDS).set(pruned.kept as f64);
+    if pruned.evicted > 0 {
+        metrics::counter!(ACCEPTED_IDS_EVICTED).increment(pruned.evicted);
+        tracing::warn!(
+            evicted = pruned.evicted,
+            kept = pruned.kept,
+            "more idempotency ids than --dedupe_max_ids ({max_ids}): the oldest were dropped inside their window, so their duplicates would be delivered again"
+        );
+    }
+    if pruned.expired > 0 {
+        tracing::debug!(
+            expired = pruned.expired,
+            kept = pruned.kept,
+            "expired idempotency ids deleted"
+        );
+    }
+}
 
 /// How many keys the agent keeps state for (`rate_limit`: keys with a request inside
 /// their budget's window). Bounded by traffic within one window, never by all traffic.
@@ -63,6 +100,7 @@ pub fn settled(meta: &Metadata, outcome: &Outcome, disposition: Disposition) {
     let label = match outcome {
         Outcome::Delivered { .. } => "delivered",
         Outcome::Skipped { .. } => "skipped",
+        Outcome::Duplicate { .. } => "duplicate",
         Outcome::Coalesced { .. } => "coalesced",
         Outcome::Failed { .. } => "failed",
         Outcome::Rejected { kind, .. } => match kind {
@@ -93,6 +131,9 @@ pub fn settled(meta: &Metadata, outcome: &Outcome, disposition: Disposition) {
             tracing::debug!(location = %meta, attempts, correlation_id = correlation_id.as_deref().unwrap_or("-"), "delivered");
         }
         Outcome::Skipped { reason } => tracing::debug!(location = %meta, %reason, "skipped"),
+        Outcome::Duplicate { reason } => {
+            tracing::debug!(location = %meta, %reason, "duplicate suppressed")
+        }
         Outcome::Coalesced { reason } => {
             tracing::debug!(location = %meta, %reason, "heartbeat ping coalesced")
         }

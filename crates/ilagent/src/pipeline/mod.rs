@@ -9,4 +9,4 @@ mod route;
 
 pub use dispatcher::{Dispatcher, Job, Limits, Settle, Slot};
 pub use order_key::OrderKey;
-pub use route::MessageRouter;
+pub use route::{IDEMPOTENCY_KEY, MessageRouter};

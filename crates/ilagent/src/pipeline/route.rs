@@ -9,10 +9,14 @@
 //!
 //! The SQLite queue stores raw messages and runs the same step again at delivery, so a
 //! message maps to the same action whichever way it travels.
+//!
+//! An event's idempotency id comes from here too: a route's `dedupe` expression, or, for
+//! the HTTP proxy, the request's `Idempotency-Key` header ([`IDEMPOTENCY_KEY`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::action::Action;
+use crate::action::{Action, DedupeId};
 use crate::mapping::{self, MappingConfig, MessageKind};
 use crate::message::Message;
 use crate::routes::{RouteTable, Routed};
@@ -20,6 +24,12 @@ use crate::sources::route::Routes;
 
 /// The metrics label of a message whose topic no rule routes.
 const UNROUTED: &str = "(no route)";
+
+/// The header (lower case, as stored) whose value is a proxied event's idempotency id.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The scope of the proxy's idempotency ids (a route's is its name).
+const HTTP_SCOPE: &str = "http";
 
 /// Where the kind of a message comes from.
 #[derive(Clone, Debug)]
@@ -37,6 +47,9 @@ pub struct MessageRouter {
     mapping: Arc<MappingConfig>,
     /// The configured routes, ahead of the flag topics.
     table: Arc<RouteTable>,
+    /// How long an `Idempotency-Key` suppresses its duplicates; `None`: the header is
+    /// ignored.
+    idempotency_window: Option<Duration>,
 }
 
 impl MessageRouter {
@@ -46,6 +59,7 @@ impl MessageRouter {
             kinds: Kinds::ByTopic(routes),
             mapping,
             table: Arc::default(),
+            idempotency_window: None,
         }
     }
 
@@ -55,12 +69,20 @@ impl MessageRouter {
         self
     }
 
+    /// Events get the idempotency id of their `Idempotency-Key` header, for `window`
+    /// (`Duration::ZERO`: the header is ignored).
+    pub fn with_idempotency_window(mut self, window: Duration) -> Self {
+        self.idempotency_window = (!window.is_zero()).then_some(window);
+        self
+    }
+
     /// Messages that are all of one kind.
     pub fn fixed(kind: MessageKind, mapping: Arc<MappingConfig>) -> Self {
         MessageRouter {
             kinds: Kinds::Fixed(kind),
             mapping,
             table: Arc::default(),
+            idempotency_window: None,
         }
     }
 
@@ -109,6 +131,31 @@ impl MessageRouter {
                 message.meta.topic
             ))),
         };
-        (None, action)
+        (None, self.with_header_id(message, action))
+    }
+
+    /// The event with the id of the message's `Idempotency-Key` header, where the router
+    /// honours it.
+    fn with_header_id(&self, message: &Message, action: Action) -> Action {
+        let Some(window) = self.idempotency_window else {
+            return action;
+        };
+        let mut event = match action {
+            Action::Event(event) => event,
+            other => return other,
+        };
+        let header = message
+            .meta
+            .headers
+            .iter()
+            .find(|(name, _)| name == IDEMPOTENCY_KEY);
+        if let Some((_, value)) = header {
+            event.dedupe = Some(DedupeId {
+                scope: Arc::from(HTTP_SCOPE),
+                id: String::from_utf8_lossy(value).into(),
+                window,
+            });
+        }
+        Action::Event(event)
     }
 }

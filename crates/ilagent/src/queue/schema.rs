@@ -1,7 +1,7 @@
 //! The SQLite file's layout and how a connection to it is set up.
 //!
 //! One file (`-f`, default `./ilagent.db3`) holds the queue of messages waiting for
-//! delivery and the dead letters. WAL mode lets `ilagent queue` read and edit it while the
+//! delivery, the dead letters and the idempotency ids ilert accepted. WAL mode lets `ilagent queue` read and edit it while the
 //! daemon writes; `synchronous = FULL` makes a committed row survive a power cut, not only
 //! a crash, because "acknowledged" and "202" both promise that the message is on disk.
 
@@ -46,6 +46,19 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 ";
 
+/// Tables added since version 1, created on every open. They do not raise the version: an
+/// older ilagent ignores tables it does not know, so a downgrade still opens the file.
+const ADDED_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS accepted_ids (
+    scope       TEXT    NOT NULL,  -- the route's name, or http (the proxy's Idempotency-Key)
+    id          TEXT    NOT NULL,
+    accepted_at INTEGER NOT NULL,  -- when ilert accepted it, unix ms
+    expires_at  INTEGER NOT NULL,  -- when it stops suppressing duplicates, unix ms
+    PRIMARY KEY (scope, id)
+);
+CREATE INDEX IF NOT EXISTS accepted_ids_by_expiry ON accepted_ids (expires_at);
+";
+
 /// Opens (creating if needed) the file and brings its schema up to date.
 pub fn open(path: &Path) -> Result<Connection, QueueError> {
     let context = |what: &str| format!("{what} {}", path.display());
@@ -82,5 +95,8 @@ pub fn open(path: &Path) -> Result<Connection, QueueError> {
             ))
             .map_err(|e| QueueError::sqlite(context("create the tables in"), e))?;
     }
+    connection
+        .execute_batch(ADDED_TABLES)
+        .map_err(|e| QueueError::sqlite(context("create the tables in"), e))?;
     Ok(connection)
 }

@@ -65,9 +65,10 @@ impl Change {
         meta: &Metadata,
     ) -> Option<(Change, Option<Outcome>)> {
         match outcome {
-            Outcome::Delivered { .. } | Outcome::Skipped { .. } | Outcome::Coalesced { .. } => {
-                Some((Change::Delete, None))
-            }
+            Outcome::Delivered { .. }
+            | Outcome::Skipped { .. }
+            | Outcome::Duplicate { .. }
+            | Outcome::Coalesced { .. } => Some((Change::Delete, None)),
             Outcome::Interrupted { .. } => None,
             Outcome::Failed {
                 status,

@@ -358,9 +358,11 @@ fn sql(what: &'static str) -> impl Fn(rusqlite::Error) -> QueueError {
     move |error| QueueError::sqlite(what.to_string(), error)
 }
 
+mod accepted_ids;
 mod dead_letters;
 mod legacy;
 
+pub use accepted_ids::Pruned;
 pub use legacy::Imported;
 
 #[cfg(test)]

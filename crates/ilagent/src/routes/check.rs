@@ -155,6 +155,15 @@ fn compare(own_route: &str, expect: &Expectation, got: &Preview) -> Option<Strin
             {
                 return Some(format!("expected path `{want}`, got `{}`", shown_path(got)));
             }
+            if let Some(want) = &expect.dedupe {
+                let got_id = got.dedupe.as_ref().map(|(id, _)| id.as_str());
+                if got_id != Some(want.as_str()) {
+                    return Some(format!(
+                        "expected dedupe id `{want}`, got {}",
+                        got_id.map_or("none".to_string(), |id| format!("`{id}`"))
+                    ));
+                }
+            }
             if let Some(want) = &expect.body {
                 let want: Value = match serde_json::to_value(want) {
                     Ok(v) => v,

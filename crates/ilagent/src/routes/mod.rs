@@ -21,12 +21,13 @@ pub(crate) mod spec;
 mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use self::expr::{Expr, Inputs};
 use self::spec::{KindName, RouteSpec, SourceName};
-use crate::action::Action;
+use crate::action::{Action, DedupeId};
 use crate::config::file::{FileError, Located};
 use crate::mapping::{self, FieldPath, MappingConfig, MessageKind, PolicyMapping};
 use crate::message::{Message, SourceKind};
@@ -44,7 +45,23 @@ pub(crate) struct Route {
     fields: Option<Vec<(&'static str, Expr)>>,
     /// The mapping the fields' results go through (or the flags', without fields).
     mapping: Arc<MappingConfig>,
+    dedupe: Option<RouteDedupe>,
 }
+
+/// A route's `dedupe` expression and window.
+#[derive(Debug)]
+struct RouteDedupe {
+    expr: Expr,
+    /// The route's name: ids are unique within their route.
+    scope: Arc<str>,
+    window: Duration,
+}
+
+/// How long an accepted id suppresses its duplicates unless the route says otherwise.
+pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The longest window a route may ask for: the ids of a longer one would outgrow the file.
+const MAX_DEDUPE_WINDOW: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// Every configured route, in the order of the file. Cheap to share.
 #[derive(Debug, Default)]
@@ -90,6 +107,11 @@ impl RouteTable {
 
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
+    }
+
+    /// Whether some route deduplicates: the accepted ids then need the SQLite file.
+    pub fn dedupes(&self) -> bool {
+        self.routes.iter().any(|r| r.dedupe.is_some())
     }
 
     /// The topics (or MQTT filters) the routes of `source` consume, each once.
@@ -187,7 +209,29 @@ impl Route {
         }
     }
 
+    /// The action of the route's fields, with the event's idempotency id where the route
+    /// has a `dedupe` expression.
     fn map(&self, message: &Message, inputs: &Inputs) -> Action {
+        let action = self.map_fields(message, inputs);
+        let Some(dedupe) = &self.dedupe else {
+            return action;
+        };
+        match action {
+            Action::Event(mut event) => match dedupe.id_of(inputs) {
+                Ok(id) => {
+                    event.dedupe = id;
+                    Action::Event(event)
+                }
+                Err(reason) => Action::Invalid(printable::reason(format!(
+                    "route `{}`: `dedupe` failed: {reason}",
+                    self.name
+                ))),
+            },
+            other => other,
+        }
+    }
+
+    fn map_fields(&self, message: &Message, inputs: &Inputs) -> Action {
         let Some(fields) = &self.fields else {
             return mapping::map(&message.payload, &message.meta, self.kind, &self.mapping);
         };
@@ -212,6 +256,39 @@ impl Route {
             Action::Skip(reason) => Action::Skip(format!("route `{}`: {reason}", self.name)),
             action => action,
         }
+    }
+}
+
+impl RouteDedupe {
+    /// The id the expression yields: a string, or a number as its text; `null` (or no
+    /// output) means the message has none and is delivered without the check.
+    fn id_of(&self, inputs: &Inputs) -> Result<Option<DedupeId>, String> {
+        let id = match self.expr.eval(inputs)? {
+            Value::Null => return Ok(None),
+            Value::String(text) => text,
+            Value::Number(number) => number.to_string(),
+            other => {
+                return Err(format!(
+                    "it yields {}, not a string or a number",
+                    mapping::fields::type_name(&other)
+                ));
+            }
+        };
+        if id.is_empty() {
+            return Err("it yields an empty string".into());
+        }
+        if id.len() > DedupeId::MAX_BYTES {
+            return Err(format!(
+                "it yields an id of {} bytes, more than the {} kept: dedupe on a shorter field",
+                id.len(),
+                DedupeId::MAX_BYTES
+            ));
+        }
+        Ok(Some(DedupeId {
+            scope: Arc::clone(&self.scope),
+            id: id.into_boxed_str(),
+            window: self.window,
+        }))
     }
 }
 
@@ -360,6 +437,55 @@ fn compile_route(
         None => Arc::new(flags.clone()),
         Some(fields) => Arc::new(expression_mapping(flags, fields)),
     };
+    let window = match &spec.dedupe_window {
+        None => DEFAULT_DEDUPE_WINDOW,
+        Some(text) => {
+            if spec.dedupe.is_none() {
+                return Err(at(
+                    text.span(),
+                    "`dedupe_window` without `dedupe`: add the id's expression, dedupe = \".id\""
+                        .into(),
+                ));
+            }
+            match crate::cli::parse_duration(text.get_ref()) {
+                Ok(window) if window.is_zero() => {
+                    return Err(at(
+                        text.span(),
+                        "`dedupe_window` is 0: remove `dedupe` to deliver every message".into(),
+                    ));
+                }
+                Ok(window) if window > MAX_DEDUPE_WINDOW => {
+                    return Err(at(
+                        text.span(),
+                        "`dedupe_window` is longer than 30 days: the ids would outgrow the file"
+                            .into(),
+                    ));
+                }
+                Ok(window) => window,
+                Err(message) => return Err(at(text.span(), format!("`dedupe_window`: {message}"))),
+            }
+        }
+    };
+    let dedupe = match &spec.dedupe {
+        None => None,
+        Some(_) if kind != MessageKind::Event => {
+            return Err(at(
+                spec.dedupe.as_ref().map_or(0..0, |d| d.span()),
+                format!(
+                    "`dedupe` belongs to event routes: a {} is idempotent at ilert already",
+                    match kind {
+                        MessageKind::Heartbeat => "heartbeat ping",
+                        _ => "policy update",
+                    }
+                ),
+            ));
+        }
+        Some(text) => Some(RouteDedupe {
+            expr: compile("`dedupe`", text)?,
+            scope: Arc::from(name.as_str()),
+            window,
+        }),
+    };
     Ok(Route {
         name,
         source,
@@ -368,6 +494,7 @@ fn compile_route(
         when,
         fields,
         mapping,
+        dedupe,
     })
 }
 

@@ -36,6 +36,8 @@ pub(crate) struct Preview {
     /// The configured route that took the message (`None`: the flag mapping did).
     pub route: Option<String>,
     pub decision: Decision,
+    /// The event's idempotency id and its window, where it has one.
+    pub dedupe: Option<(String, std::time::Duration)>,
 }
 
 /// Routes and maps `message` exactly as the agent would.
@@ -45,8 +47,10 @@ pub(crate) fn preview(
     event_path: Option<&EventPath>,
 ) -> Preview {
     let (route, action) = router.route_and_map(message);
+    let mut dedupe = None;
     let decision = match action {
         Action::Event(event) => {
+            dedupe = event.dedupe.as_ref().map(|d| (d.id.to_string(), d.window));
             let template = match event.path.as_ref().or(event_path) {
                 Some(EventPath::Generic) => "/api/events".to_string(),
                 Some(EventPath::PerKey(template)) => template.clone(),
@@ -86,7 +90,11 @@ pub(crate) fn preview(
         Action::Skip(reason) => Decision::Skip(reason),
         Action::Invalid(reason) => Decision::Invalid(reason),
     };
-    Preview { route, decision }
+    Preview {
+        route,
+        decision,
+        dedupe,
+    }
 }
 
 impl Preview {
@@ -122,6 +130,12 @@ impl Preview {
         };
         if let (Value::Object(out), Value::Object(fields)) = (&mut out, fields) {
             out.extend(fields);
+        }
+        if let Some((id, window)) = &self.dedupe {
+            out["dedupe"] = json!({
+                "id": id,
+                "window": humantime::format_duration(*window).to_string(),
+            });
         }
         out
     }

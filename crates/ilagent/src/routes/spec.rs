@@ -40,6 +40,12 @@ pub(crate) struct RouteSpec {
     /// Field expressions; without them the flag mapping applies (`--map_key_*`).
     #[serde(default)]
     pub fields: Option<Spanned<FieldSpecs>>,
+    /// The idempotency id of an event (e.g. `.id`): ilert gets each id once per window.
+    #[serde(default)]
+    pub dedupe: Option<Spanned<String>>,
+    /// How long an accepted id suppresses its duplicates (default 24h).
+    #[serde(default)]
+    pub dedupe_window: Option<Spanned<String>>,
     #[serde(default)]
     pub test: Vec<TestSpec>,
 }
@@ -136,4 +142,7 @@ pub(crate) struct Expectation {
     pub skip: Option<String>,
     #[serde(default)]
     pub invalid: Option<String>,
+    /// The event's idempotency id (the route's `dedupe`).
+    #[serde(default)]
+    pub dedupe: Option<String>,
 }

@@ -120,3 +120,69 @@ proptest! {
         }
     }
 }
+
+/// The routes of `text`, a configuration file.
+fn table_of(text: &str) -> RouteTable {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ilagent.toml");
+    std::fs::write(&path, text).unwrap();
+    let file = ConfigFile::read(&path).unwrap();
+    RouteTable::compile(file.routes(), &MappingConfig::default(), &file.located).unwrap()
+}
+
+fn dedupe_of(table: &RouteTable, payload: &str) -> Result<Option<String>, String> {
+    let message = Message {
+        payload: payload.as_bytes().to_vec(),
+        meta: Metadata::new(crate::message::SourceKind::Kafka, "orders"),
+    };
+    match table.route(&message) {
+        super::Routed::Taken {
+            action: crate::action::Action::Event(event),
+            ..
+        } => Ok(event.dedupe.map(|d| {
+            assert_eq!(&*d.scope, "orders");
+            d.id.to_string()
+        })),
+        super::Routed::Taken {
+            action: crate::action::Action::Invalid(reason),
+            ..
+        } => Err(reason),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_dedupe_expression_gives_each_event_its_id_or_makes_a_wrong_one_invalid() {
+    let table = table_of(
+        r#"
+[[route]]
+name = "orders"
+source = "kafka"
+topics = ["orders"]
+dedupe = ".id"
+dedupe_window = "10m"
+[route.fields]
+integration_key = '"il1api-orders"'
+summary = '"order"'
+"#,
+    );
+    assert_eq!(
+        dedupe_of(&table, r#"{"id": "o-1"}"#),
+        Ok(Some("o-1".into()))
+    );
+    assert_eq!(dedupe_of(&table, r#"{"id": 42}"#), Ok(Some("42".into())));
+    assert_eq!(
+        dedupe_of(&table, r#"{"other": 1}"#),
+        Ok(None),
+        "no id: delivered without the check"
+    );
+    let wrong = dedupe_of(&table, r#"{"id": {"nested": 1}}"#).unwrap_err();
+    assert!(
+        wrong.contains("route `orders`: `dedupe` failed: it yields an object"),
+        "{wrong}"
+    );
+    assert!(dedupe_of(&table, r#"{"id": ""}"#).is_err());
+    let long = format!(r#"{{"id": "{}"}}"#, "x".repeat(600));
+    let too_long = dedupe_of(&table, &long).unwrap_err();
+    assert!(too_long.contains("600 bytes"), "{too_long}");
+}

@@ -22,7 +22,8 @@ use self::supervisor::Supervisor;
 use super::Exit;
 use crate::cli::{DaemonArgs, GlobalArgs};
 use crate::config::{DaemonConfig, Topics};
-use crate::delivery::Deliverer;
+use crate::delivery::idempotency::prune_accepted_ids;
+use crate::delivery::{AcceptedIds, Deliverer};
 use crate::ilert::{EventPath, IlertClient};
 use crate::message::SourceKind;
 use crate::observe::endpoints::{self, Ops};
@@ -85,9 +86,14 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
     } else {
         None
     };
-    // Kafka without a dead-letter topic keeps its dead letters in the file.
+    // Kafka without a dead-letter topic keeps its dead letters in the file, and routes
+    // with `dedupe` their accepted ids.
     let kafka_needs_file = config.kafka.as_ref().is_some_and(|k| k.dlq_topic.is_none());
-    let queue = if config.mqtt.is_some() || config.http.is_some() || kafka_needs_file {
+    let queue = if config.mqtt.is_some()
+        || config.http.is_some()
+        || kafka_needs_file
+        || config.routes.dedupes()
+    {
         let (path, limits) = (config.db_file.clone(), config.queue_limits);
         match tokio::task::spawn_blocking(move || Queue::open(&path, limits)).await {
             Ok(Ok(queue)) => Some(queue),
@@ -96,6 +102,12 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
         }
     } else {
         None
+    };
+    // Every event with an idempotency id is checked against the file, whichever source
+    // it came from.
+    let deliverer = match &queue {
+        Some(queue) => deliverer.remembering(AcceptedIds::new(queue.clone())),
+        None => deliverer,
     };
     let proxy_rows_waiting = match &queue {
         Some(queue) => match upgrade::import_and_check(queue, &config).await {
@@ -123,6 +135,13 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
     );
 
     let mut supervisor = Supervisor::new(shutdown.clone(), config.server);
+    if let Some(queue) = queue.clone() {
+        let (max_ids, shutdown) = (config.dedupe_max_ids, shutdown.clone());
+        supervisor.spawn("idempotency ids", None, async move {
+            prune_accepted_ids(queue, max_ids, shutdown).await;
+            Ok(())
+        });
+    }
     if let Some(kafka) = config.kafka.clone() {
         let source = KafkaSource {
             config: kafka,
@@ -183,6 +202,7 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
             deliverer: deliverer.clone(),
             event_path: config.event_path.clone().unwrap_or(EventPath::Generic),
             shutdown_timeout: config.shutdown_timeout,
+            idempotency_window: config.http_idempotency_window,
         };
         let (api, worker) = proxy.start(&shutdown);
         supervisor.spawn("http queue worker", Some(health::HTTP), async move {
@@ -199,6 +219,7 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
             deliverer: deliverer.clone(),
             event_path: config.event_path.clone().unwrap_or(EventPath::Generic),
             shutdown_timeout: config.shutdown_timeout,
+            idempotency_window: config.http_idempotency_window,
         };
         let worker = rows.start(&shutdown);
         supervisor.spawn("http queue worker", None, async move {

@@ -19,10 +19,11 @@ use serde_json::json;
 use super::ApiState;
 use super::limits;
 use super::reply::error;
-use crate::action::Action;
+use crate::action::{Action, DedupeId};
 use crate::ilert::Event;
 use crate::message::{Message, Metadata, SourceKind};
 use crate::observe::events;
+use crate::pipeline::IDEMPOTENCY_KEY;
 use crate::pipeline::MessageRouter;
 use crate::queue::{NewRow, StoredMeta, now_ms, order_key_column};
 
@@ -86,9 +87,19 @@ async fn accept(
         }
     };
 
+    let mut meta = Metadata::new(SourceKind::Http, path);
+    match idempotency_key(headers) {
+        Ok(None) => {}
+        Ok(Some(key)) => meta
+            .headers
+            .push((IDEMPOTENCY_KEY.to_string(), key.into_bytes())),
+        Err(reason) => {
+            return refuse(StatusCode::BAD_REQUEST, "INVALID_IDEMPOTENCY_KEY", &reason);
+        }
+    }
     let message = Message {
         payload: body.to_vec(),
-        meta: Metadata::new(SourceKind::Http, path),
+        meta,
     };
     let event = match event_of(&api.router, &message) {
         Ok(event) => event,
@@ -100,7 +111,8 @@ async fn accept(
         source: SourceKind::Http,
         topic: path.to_string(),
         payload: message.payload,
-        meta: StoredMeta::default(),
+        // The `Idempotency-Key`, if any: the worker maps the row again.
+        meta: StoredMeta::from_metadata(&message.meta),
         // Fixed at the write, so the queue keeps the arrival order of each alert key.
         order_key: order_key_column(&action),
         created_at_ms: now_ms(),
@@ -156,6 +168,33 @@ pub fn event_of(router: &MessageRouter, message: &Message) -> Result<Box<Event>,
             Err("the body is not an event".into())
         }
     }
+}
+
+/// The request's `Idempotency-Key`: at most [`DedupeId::MAX_BYTES`] of visible ASCII
+/// (what a header value may hold without escaping).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, String> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err("the request has more than one Idempotency-Key header: send one".into());
+    }
+    let key = value
+        .to_str()
+        .map_err(|_| "the Idempotency-Key header must be visible ASCII".to_string())?
+        .trim();
+    if key.is_empty() {
+        return Err("the Idempotency-Key header is empty: send a unique id, or no header".into());
+    }
+    if key.len() > DedupeId::MAX_BYTES {
+        return Err(format!(
+            "the Idempotency-Key header has {} bytes; at most {} are kept",
+            key.len(),
+            DedupeId::MAX_BYTES
+        ));
+    }
+    Ok(Some(key.to_string()))
 }
 
 /// What a client that got 503 because the queue could not take the event should wait

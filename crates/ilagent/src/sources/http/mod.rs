@@ -83,6 +83,8 @@ pub struct HttpProxy {
     /// `--ilert_event_path`, else ilert's generic `/api/events`.
     pub event_path: EventPath,
     pub shutdown_timeout: Duration,
+    /// `--http_idempotency_window` (zero: `Idempotency-Key` is ignored).
+    pub idempotency_window: Duration,
 }
 
 /// What the request handlers share.
@@ -111,6 +113,7 @@ impl HttpProxy {
                 deliverer: self.deliverer.clone(),
                 event_path: self.event_path.clone(),
                 shutdown_timeout: self.shutdown_timeout,
+                idempotency_window: self.idempotency_window,
             },
             &wake,
             &mapping,
@@ -158,6 +161,8 @@ pub struct RowDelivery {
     pub deliverer: Deliverer,
     pub event_path: EventPath,
     pub shutdown_timeout: Duration,
+    /// `--http_idempotency_window` (zero: `Idempotency-Key` is ignored).
+    pub idempotency_window: Duration,
 }
 
 impl RowDelivery {
@@ -196,7 +201,8 @@ fn spawn_worker(
     let worker = Worker {
         queue: rows.queue.clone(),
         dispatcher,
-        router: MessageRouter::fixed(MessageKind::Event, Arc::clone(mapping)),
+        router: MessageRouter::fixed(MessageKind::Event, Arc::clone(mapping))
+            .with_idempotency_window(rows.idempotency_window),
         in_flight,
         wake: Arc::clone(wake),
         abort,

@@ -350,7 +350,10 @@ impl Spill {
     pub(crate) async fn settle_held(&self, id: i64, tracked: &Tracked, outcome: &Outcome) {
         let meta = Metadata::new(SourceKind::Mqtt, tracked.topic.clone());
         let change = match outcome {
-            Outcome::Delivered { .. } | Outcome::Skipped { .. } | Outcome::Coalesced { .. } => {
+            Outcome::Delivered { .. }
+            | Outcome::Skipped { .. }
+            | Outcome::Duplicate { .. }
+            | Outcome::Coalesced { .. } => {
                 if let Err(unsent) = self.deletes.send(id) {
                     // The deleter has stopped (only while stopping): delete it here.
                     let id = unsent.0;

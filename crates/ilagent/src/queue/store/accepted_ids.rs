@@ -1,0 +1,111 @@
+//! The accepted-ids table's statements: which idempotency ids ilert has accepted, until
+//! when they count, and the pruning that keeps the table within its window and its cap.
+//!
+//! Writes here only record progress (an id ilert already took), so they do not wait for
+//! the disk: in WAL mode they survive a crash of the process, and a power cut can at worst
+//! forget the last ids, which means a duplicate delivery, never a loss.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{QueueError, Store, sql};
+
+/// What one pruning removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Ids whose window had passed.
+    pub expired: u64,
+    /// Ids still inside their window, dropped (oldest first) to keep the cap.
+    pub evicted: u64,
+    /// Ids kept.
+    pub kept: u64,
+}
+
+/// Most rows one pruning statement deletes, so that other work does not wait long behind it.
+const PRUNE_BATCH: i64 = 10_000;
+
+impl Store {
+    /// When ilert accepted `id` of `scope`, if that still counts at `now_ms`.
+    pub fn accepted_at(
+        &self,
+        scope: &str,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<Option<i64>, QueueError> {
+        self.connection
+            .query_row(
+                "SELECT accepted_at FROM accepted_ids WHERE scope = ?1 AND id = ?2 AND expires_at > ?3",
+                params![scope, id, now_ms],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sql("read the accepted ids"))
+    }
+
+    /// Records that ilert accepted `id` of `scope` at `accepted_at_ms`, counting until
+    /// `expires_at_ms`.
+    pub fn remember_accepted(
+        &mut self,
+        scope: &str,
+        id: &str,
+        accepted_at_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<(), QueueError> {
+        self.draining(|connection| {
+            connection
+                .execute(
+                    "INSERT OR REPLACE INTO accepted_ids (scope, id, accepted_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![scope, id, accepted_at_ms, expires_at_ms],
+                )
+                .map(drop)
+                .map_err(sql("record the accepted id"))
+        })
+    }
+
+    /// Deletes the ids that no longer count at `now_ms`, then the oldest beyond `max_ids`.
+    pub fn prune_accepted(&mut self, now_ms: i64, max_ids: u64) -> Result<Pruned, QueueError> {
+        let mut pruned = Pruned::default();
+        self.draining(|connection| {
+            loop {
+                let deleted = connection
+                    .execute(
+                        "DELETE FROM accepted_ids WHERE rowid IN
+                         (SELECT rowid FROM accepted_ids WHERE expires_at <= ?1 LIMIT ?2)",
+                        params![now_ms, PRUNE_BATCH],
+                    )
+                    .map_err(sql("prune the accepted ids"))?;
+                pruned.expired += deleted as u64;
+                if (deleted as i64) < PRUNE_BATCH {
+                    break;
+                }
+            }
+            let count: i64 = connection
+                .query_row("SELECT COUNT(*) FROM accepted_ids", [], |row| row.get(0))
+                .map_err(sql("count the accepted ids"))?;
+            let count = u64::try_from(count).unwrap_or(0);
+            let excess = i64::try_from(count.saturating_sub(max_ids)).unwrap_or(i64::MAX);
+            if excess > 0 {
+                pruned.evicted = connection
+                    .execute(
+                        "DELETE FROM accepted_ids WHERE rowid IN
+                         (SELECT rowid FROM accepted_ids ORDER BY expires_at LIMIT ?1)",
+                        [excess],
+                    )
+                    .map_err(sql("prune the accepted ids"))?
+                    as u64;
+            }
+            pruned.kept = count - pruned.evicted;
+            Ok(())
+        })?;
+        Ok(pruned)
+    }
+
+    /// How many ids are kept.
+    pub fn accepted_count(&self) -> Result<u64, QueueError> {
+        let count: i64 = self
+            .connection
+            .query_row("SELECT COUNT(*) FROM accepted_ids", [], |row| row.get(0))
+            .map_err(sql("count the accepted ids"))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+}
