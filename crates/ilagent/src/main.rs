@@ -33,9 +33,14 @@ fn main() -> ExitCode {
 /// librdkafka's threads and the SQLite thread, that kept about 4 MB more resident in the
 /// Kafka benchmarks (45 MB instead of 49 MB peak in `kafka-0ms`) for no measurable gain in
 /// throughput, since the agent's allocation rate is far below what one arena serves.
-/// (mimalloc was tried too: 61 MB.) Must run before any other thread starts.
+/// (mimalloc was tried too: 61 MB.) glibc's own `MALLOC_ARENA_MAX`, when set, wins: an
+/// operator may trade memory for less lock contention between threads. Must run before any
+/// other thread starts.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn one_malloc_arena() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
     // SAFETY: mallopt only changes allocator parameters; it is called before any other
     // thread exists, and a refusal (return value 0) leaves glibc's defaults in place.
     unsafe {

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::action::{DedupeId, Outcome};
 use crate::observe::events;
-use crate::queue::{Queue, now_ms};
+use crate::queue::{AcceptedId, Queue, now_ms};
 
 /// How often expired ids are deleted and the cap enforced.
 pub const PRUNE_ACCEPTED_EVERY: Duration = Duration::from_secs(60);
@@ -117,13 +117,16 @@ impl AcceptedIds {
     /// Records that ilert accepted `id` now. A failure is logged: the event is delivered
     /// either way, and at worst a later copy is delivered too.
     pub(crate) async fn remember(&self, id: &DedupeId) {
-        let (scope, text) = (Arc::clone(&id.scope), id.id.to_string());
         let now = now_ms();
         let window_ms = i64::try_from(id.window.as_millis()).unwrap_or(i64::MAX);
-        let expires = now.saturating_add(window_ms);
         let written = self
             .queue
-            .run(move |store| store.remember_accepted(&scope, &text, now, expires))
+            .remember(AcceptedId {
+                scope: Arc::clone(&id.scope),
+                id: id.id.clone(),
+                accepted_at_ms: now,
+                expires_at_ms: now.saturating_add(window_ms),
+            })
             .await;
         if let Err(error) = written {
             events::accepted_ids_failed("record", &error);

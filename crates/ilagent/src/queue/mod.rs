@@ -32,7 +32,7 @@ pub use order::order_key_column;
 pub use record::{
     DeadLetterRow, NewDeadLetter, NewRow, QueuedRow, Selection, Stats, StoredMeta, now_ms,
 };
-pub use store::Store;
+pub use store::{AcceptedId, Store};
 
 /// A failure of the SQLite file.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +91,8 @@ type Reply = oneshot::Sender<Result<Vec<i64>, QueueError>>;
 enum Command {
     /// Kept apart from other work so that inserts arriving together share one commit.
     Insert(Arc<Vec<NewRow>>, Reply),
+    /// Likewise for accepted idempotency ids.
+    Remember(AcceptedId, oneshot::Sender<Result<(), QueueError>>),
     Run(Job),
 }
 
@@ -141,6 +143,17 @@ impl Queue {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Insert(rows, reply))
+            .await
+            .map_err(|_| QueueError::Closed)?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Records an idempotency id ilert accepted; returns once it is committed (ids recorded
+    /// together share one commit).
+    pub async fn remember(&self, id: AcceptedId) -> Result<(), QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Remember(id, reply))
             .await
             .map_err(|_| QueueError::Closed)?;
         answer.await.map_err(|_| QueueError::Closed)?
@@ -210,6 +223,27 @@ fn serve(mut store: Store, mut commands: mpsc::Receiver<Command>) {
                     }
                 }
                 commit_batch(&mut store, batch);
+            }
+            Command::Remember(id, reply) => {
+                let mut batch = vec![(id, reply)];
+                while batch.len() < MAX_ROWS_PER_COMMIT {
+                    match commands.try_recv() {
+                        Ok(Command::Remember(id, reply)) => batch.push((id, reply)),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let (ids, replies): (Vec<AcceptedId>, Vec<_>) = batch.into_iter().unzip();
+                let result = store.remember_all(&ids);
+                for reply in replies {
+                    let _ = reply.send(match &result {
+                        Ok(()) => Ok(()),
+                        Err(error) => Err(error.duplicate()),
+                    });
+                }
             }
         }
         if next.is_none() {

@@ -362,7 +362,7 @@ mod accepted_ids;
 mod dead_letters;
 mod legacy;
 
-pub use accepted_ids::Pruned;
+pub use accepted_ids::{AcceptedId, Pruned};
 pub use legacy::Imported;
 
 #[cfg(test)]

@@ -79,7 +79,8 @@ pub(crate) struct CompileError {
 /// What one message offers its expressions.
 pub(crate) struct Inputs {
     pub payload: Val,
-    vars: [Val; 8],
+    /// Bound once per message: every expression of the route shares the list.
+    vars: Vars<Val>,
 }
 
 impl Inputs {
@@ -108,7 +109,7 @@ impl Inputs {
             .timestamp
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .and_then(|d| i64::try_from(d.as_millis()).ok());
-        let vars = [
+        let vars = Vars::new([
             Val::utf8_str(meta.topic.clone()),
             meta.key
                 .as_ref()
@@ -119,7 +120,7 @@ impl Inputs {
             number(timestamp),
             Val::utf8_str(text.to_string()),
             value.clone(),
-        ];
+        ]);
         Some(Inputs {
             payload: value,
             vars,
@@ -182,7 +183,7 @@ impl Expr {
     /// The first output of the expression (`null` if it has none), or the error it
     /// raised, as a message.
     pub(crate) fn eval(&self, inputs: &Inputs) -> Result<serde_json::Value, String> {
-        let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new(inputs.vars.iter().cloned()));
+        let ctx = Ctx::<Data>::new(&self.filter.lut, inputs.vars.clone());
         let mut outputs = self
             .filter
             .id

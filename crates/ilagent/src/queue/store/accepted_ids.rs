@@ -9,6 +9,15 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{QueueError, Store, sql};
 
+/// An id ilert accepted, to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcceptedId {
+    pub scope: std::sync::Arc<str>,
+    pub id: Box<str>,
+    pub accepted_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
 /// What one pruning removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -31,13 +40,16 @@ impl Store {
         id: &str,
         now_ms: i64,
     ) -> Result<Option<i64>, QueueError> {
+        // Prepared once per connection: this runs for every event with an id.
         self.connection
-            .query_row(
+            .prepare_cached(
                 "SELECT accepted_at FROM accepted_ids WHERE scope = ?1 AND id = ?2 AND expires_at > ?3",
-                params![scope, id, now_ms],
-                |row| row.get(0),
             )
-            .optional()
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![scope, id, now_ms], |row| row.get(0))
+                    .optional()
+            })
             .map_err(sql("read the accepted ids"))
     }
 
@@ -50,15 +62,40 @@ impl Store {
         accepted_at_ms: i64,
         expires_at_ms: i64,
     ) -> Result<(), QueueError> {
+        self.remember_all(&[AcceptedId {
+            scope: scope.into(),
+            id: id.into(),
+            accepted_at_ms,
+            expires_at_ms,
+        }])
+    }
+
+    /// Records every id in one transaction (ids accepted at about the same time share a
+    /// commit, as queue rows do).
+    pub fn remember_all(&mut self, ids: &[AcceptedId]) -> Result<(), QueueError> {
         self.draining(|connection| {
-            connection
-                .execute(
-                    "INSERT OR REPLACE INTO accepted_ids (scope, id, accepted_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![scope, id, accepted_at_ms, expires_at_ms],
-                )
-                .map(drop)
-                .map_err(sql("record the accepted id"))
+            let tx = connection
+                .transaction()
+                .map_err(sql("begin recording accepted ids"))?;
+            {
+                let mut statement = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO accepted_ids (scope, id, accepted_at, expires_at)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .map_err(sql("record the accepted id"))?;
+                for id in ids {
+                    statement
+                        .execute(params![
+                            &*id.scope,
+                            &*id.id,
+                            id.accepted_at_ms,
+                            id.expires_at_ms
+                        ])
+                        .map_err(sql("record the accepted id"))?;
+                }
+            }
+            tx.commit().map_err(sql("commit the accepted ids"))
         })
     }
 

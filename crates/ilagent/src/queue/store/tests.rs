@@ -232,3 +232,19 @@ fn accepted_ids_leave_the_queue_and_its_stats_alone() {
     let stats = store.stats().unwrap();
     assert_eq!((stats.queued, stats.dead_letters), (1, 0));
 }
+
+#[test]
+fn ids_recorded_together_share_one_transaction_and_all_count() {
+    let (_dir, mut store) = store();
+    let ids: Vec<AcceptedId> = (0..3)
+        .map(|n| AcceptedId {
+            scope: "s".into(),
+            id: format!("id-{n}").into(),
+            accepted_at_ms: 10,
+            expires_at_ms: 100,
+        })
+        .collect();
+    store.remember_all(&ids).unwrap();
+    assert_eq!(store.accepted_count().unwrap(), 3);
+    assert_eq!(store.accepted_at("s", "id-2", 50).unwrap(), Some(10));
+}
