@@ -55,6 +55,20 @@ async fn duplicates(port: u16, source: &str) -> f64 {
     )
 }
 
+/// The duplicates counted, once they reach `at_least` (or after 10 s, what there is): a
+/// duplicate is settled just after the event it copies.
+async fn duplicates_after_waiting(port: u16, source: &str, at_least: f64) -> f64 {
+    let mut seen = 0.0;
+    for _ in 0..100 {
+        seen = duplicates(port, source).await;
+        if seen >= at_least {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
 #[tokio::test]
 async fn what_kafka_redelivers_after_a_sigkill_is_not_sent_again_when_ilert_accepted_its_id() {
     let tansu = Tansu::start().unwrap();
@@ -125,15 +139,11 @@ custom_details = "{{id}}"
         eventually(WAIT, || committed(&bootstrap, &group, &topic, 1) == [1]).await,
         "`b` holds the commit back"
     );
-    let mut seen = 0.0;
-    for _ in 0..100 {
-        seen = duplicates(metrics_port, "kafka").await;
-        if seen >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(seen, 1.0, "the producer's second `c` is a duplicate");
+    assert_eq!(
+        duplicates_after_waiting(metrics_port, "kafka", 1.0).await,
+        1.0,
+        "the producer's second `c` is a duplicate"
+    );
     agent.kill().await;
 
     // ilert is back; the restarted agent gets `b`, `c` and `c` again from the committed
@@ -207,15 +217,12 @@ async fn the_proxy_delivers_an_idempotency_key_once_also_after_a_sigkill_restart
         "{}",
         agent.log()
     );
-    let mut seen = 0.0;
-    for _ in 0..100 {
-        seen = duplicates(port, "http").await;
-        if seen >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(seen, 1.0, "{}", agent.log());
+    assert_eq!(
+        duplicates_after_waiting(port, "http", 1.0).await,
+        1.0,
+        "{}",
+        agent.log()
+    );
     assert_eq!(accepted(&stand_in, "1"), 1);
     agent.kill().await;
 
@@ -230,15 +237,11 @@ async fn the_proxy_delivers_an_idempotency_key_once_also_after_a_sigkill_restart
         "{}",
         agent.log()
     );
-    let mut seen = 0.0;
-    for _ in 0..100 {
-        seen = duplicates(port, "http").await;
-        if seen >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(seen, 1.0, "the id survived the SIGKILL in the file");
+    assert_eq!(
+        duplicates_after_waiting(port, "http", 1.0).await,
+        1.0,
+        "the id survived the SIGKILL in the file"
+    );
     assert_eq!(accepted(&stand_in, "1"), 1);
 
     // Without a window, the header is ignored.

@@ -15,7 +15,7 @@ use common::{
 };
 use ilert_standin::StandIn;
 use serde_json::{Value, json};
-use testkit::{Mosquitto, MosquittoConfig, Tansu};
+use testkit::{Mosquitto, MosquittoConfig, Tansu, free_port};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -337,7 +337,15 @@ event_key = "env:ROUTES_TEST_EVENT_KEY"
 #[tokio::test]
 async fn configuration_errors_stop_the_agent_with_exit_2_naming_the_file_line_and_route() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &str); 6] = [
+    let cases: [(&str, &str); 8] = [
+        (
+            "[[route]]\nname = \"hook\"\nsource = \"http\"\ntopics = [\"/hooks/x\"]\n",
+            ": route `hook` takes HTTP requests (/hooks/x) but the proxy is off: set port",
+        ),
+        (
+            "port = 8977\n[[route]]\nname = \"hook\"\nsource = \"http\"\ntopics = [\"/api/events\"]\n",
+            ":5:11: route `hook`: `/api/events` is served by the proxy itself",
+        ),
         (
             "kafka_brokers = \"localhost:9092\"\nkafka_grup_id = \"g\"\n",
             ":2:17: unknown key `kafka_grup_id`",
@@ -481,4 +489,110 @@ async fn the_readme_s_example_configuration_passes_ilagent_check() {
     .await;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("3 tests, 3 passed, 0 failed"), "{stdout}");
+}
+
+#[tokio::test]
+async fn an_http_route_maps_what_is_posted_to_its_path_and_refuses_what_it_cannot_map() {
+    let stand_in = StandIn::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(
+        &dir,
+        &format!(
+            r#"
+port = {port}
+http_bind = "127.0.0.1"
+file = "{db}"
+
+[[route]]
+name = "webhook"
+source = "http"
+topics = ["/hooks/monitor"]
+when = '.status != "ignored"'
+[route.fields]
+integration_key = '"il1api-webhook"'
+event_type = 'if .status == "resolved" then "RESOLVE" else "ALERT" end'
+summary = '.title | ascii_downcase'
+alert_key = '.fingerprint'
+"#,
+            db = dir.path().join("q.db3").display()
+        ),
+    );
+    let config = config.display().to_string();
+    let agent = start(&stand_in, &["--config", &config, "daemon", "-vv"], &[]);
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/hooks/monitor");
+    let post = |body: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            for _ in 0..100 {
+                if let Ok(response) = client.post(&url).body(body).send().await {
+                    let status = response.status().as_u16();
+                    let json: Value = response.json().await.unwrap_or(Value::Null);
+                    return (status, json);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("the proxy did not come up");
+        }
+    };
+
+    let (status, body) =
+        post(r#"{"status": "firing", "title": "DISK FULL", "fingerprint": "db-1"}"#).await;
+    assert_eq!(
+        (status, body["eventType"].as_str()),
+        (202, Some("ALERT")),
+        "{body}"
+    );
+    let (status, body) =
+        post(r#"{"status": "resolved", "title": "Disk full", "fingerprint": "db-1"}"#).await;
+    assert_eq!(
+        (status, body["eventType"].as_str()),
+        (202, Some("RESOLVE")),
+        "{body}"
+    );
+    let (status, body) = post(r#"{"status": "ignored", "title": "x", "fingerprint": "y"}"#).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("skipped")),
+        "{body}"
+    );
+    let (status, body) = post(r#"{"status": "firing", "title": 42, "fingerprint": "db-2"}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "INVALID_MESSAGE");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("route `webhook`: field `summary` failed"),
+        "{body}"
+    );
+    let (status, body) = post("not json at all").await;
+    assert_eq!(
+        status, 400,
+        "text is `.`, and `.status` of a string fails: {body}"
+    );
+
+    assert!(
+        eventually(WAIT, || event_paths(&stand_in).len() >= 2).await,
+        "{}",
+        agent.log()
+    );
+    let events = event_paths(&stand_in);
+    assert_eq!(
+        events.len(),
+        2,
+        "only what was answered 202 is delivered: {events:#?}"
+    );
+    assert!(events.iter().all(|(path, e)| path == "/api/events"
+        && e["integrationKey"] == "il1api-webhook"
+        && e["alertKey"] == "db-1"));
+    assert_eq!(
+        events[0].1["eventType"], "ALERT",
+        "in the order they were posted"
+    );
+    assert_eq!(events[0].1["summary"], "disk full");
+    assert_eq!(events[1].1["eventType"], "RESOLVE");
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
 }

@@ -177,7 +177,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[command(rename_all = "snake_case")]
 pub struct MapArgs {
-    /// The topic the message arrives on (Kafka topic, or MQTT topic).
+    /// The topic the message arrives on (Kafka topic, MQTT topic, or the proxy's path).
     #[arg(long)]
     pub topic: String,
 
@@ -199,6 +199,8 @@ pub struct MapArgs {
 pub enum MapSource {
     Kafka,
     Mqtt,
+    /// A request to the proxy: `--topic` is its path.
+    Http,
 }
 
 #[derive(Debug, Args)]

@@ -194,8 +194,13 @@ impl DaemonConfig {
         let mapping = mapping_config(args)?;
         let routes = Arc::new(route_table(global, &mapping)?);
         let routed_kafka = routes.topics_for(crate::message::SourceKind::Kafka);
-        if let Some(error) = route_without_broker(global, &routes, kafka.is_some(), mqtt.is_some())
-        {
+        if let Some(error) = route_without_broker(
+            global,
+            &routes,
+            kafka.is_some(),
+            mqtt.is_some(),
+            args.port.is_some(),
+        ) {
             return Err(error);
         }
         let heartbeat = agent_heartbeat(args)?;
@@ -326,18 +331,27 @@ fn route_without_broker(
     routes: &RouteTable,
     kafka: bool,
     mqtt: bool,
+    proxy: bool,
 ) -> Option<UsageError> {
     use crate::message::SourceKind;
     let route = routes.routes().iter().find(|r| match r.source() {
         SourceKind::Kafka => !kafka,
         SourceKind::Mqtt => !mqtt,
-        _ => false,
+        SourceKind::Http => !proxy,
+        SourceKind::Cli => false,
     })?;
     let path = global
         .config_file
         .as_ref()
         .map(|f| f.located.path().display().to_string())
         .unwrap_or_default();
+    if route.source() == SourceKind::Http {
+        return Some(UsageError::new(format!(
+            "{path}: route `{}` takes HTTP requests ({}) but the proxy is off: set port (or -p/--port)",
+            route.name,
+            route.topics().join(", ")
+        )));
+    }
     let (broker, fix) = match route.source() {
         SourceKind::Kafka => ("Kafka", "kafka_brokers (or --kafka_brokers)"),
         _ => ("MQTT", "mqtt_host (or -m/--mqtt_host)"),

@@ -108,13 +108,17 @@ impl MessageRouter {
     /// flag mapping did).
     pub fn route_and_map(&self, message: &Message) -> (Option<String>, Action) {
         let tried = match self.table.route(message) {
-            Routed::Taken { route, action } => return (Some(route), action),
+            Routed::Taken { route, action } => {
+                return (Some(route), self.with_header_id(message, action));
+            }
             Routed::NoneMatched { tried } => Some(tried),
             Routed::NoRouteHasTopic => None,
         };
-        let kind = match &self.kinds {
-            Kinds::Fixed(kind) => Some(*kind),
-            Kinds::ByTopic(routes) => routes.kind_of(&message.meta.topic),
+        let kind = match (&self.kinds, &tried) {
+            // A route's path on the proxy is the route's alone.
+            (Kinds::Fixed(_), Some(_)) => None,
+            (Kinds::Fixed(kind), None) => Some(*kind),
+            (Kinds::ByTopic(routes), _) => routes.kind_of(&message.meta.topic),
         };
         let action = match (kind, tried) {
             (Some(kind), _) => mapping::map(&message.payload, &message.meta, kind, &self.mapping),
@@ -135,13 +139,13 @@ impl MessageRouter {
     }
 
     /// The event with the id of the message's `Idempotency-Key` header, where the router
-    /// honours it.
+    /// honours it and the event has no id from its route.
     fn with_header_id(&self, message: &Message, action: Action) -> Action {
         let Some(window) = self.idempotency_window else {
             return action;
         };
         let mut event = match action {
-            Action::Event(event) => event,
+            Action::Event(event) if event.dedupe.is_none() => event,
             other => return other,
         };
         let header = message

@@ -1,7 +1,8 @@
 //! Routes: which configured route takes a message, and what its field expressions make
 //! of it.
 //!
-//! A route names its source, its topics (Kafka names or MQTT filters), its kind (event,
+//! A route names its source, its topics (Kafka names, MQTT filters or paths of the HTTP
+//! proxy), its kind (event,
 //! heartbeat, escalation-policy update), an optional activation condition and optional
 //! field expressions ([`expr`]). A message goes to the first route whose source, topic and
 //! condition match. Routes without field expressions map with the flags (`--map_key_*`);
@@ -292,6 +293,41 @@ impl RouteDedupe {
     }
 }
 
+/// Paths the proxy serves itself, which no route may take.
+const PROXY_PATHS: [&str; 6] = [
+    "/",
+    "/api/events",
+    "/api/v1/events",
+    "/health",
+    "/ready",
+    "/metrics",
+];
+
+/// Why `path` cannot be an http route's (a path the proxy serves, or one its router would
+/// read as a pattern).
+fn http_route_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!(
+            "`{path}` is not a path: an http route's topics are request paths, like \"/hooks/alertmanager\""
+        ));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "/-._~".contains(c);
+    if !path.chars().all(allowed) || path.contains("//") || path.ends_with('/') {
+        return Err(format!(
+            "`{path}` is not a plain path: use letters, digits, `-`, `.`, `_`, `~` between single `/`, no trailing `/`"
+        ));
+    }
+    if PROXY_PATHS.contains(&path)
+        || path.starts_with("/api/heartbeats")
+        || path.starts_with("/api/v1/heartbeats")
+    {
+        return Err(format!(
+            "`{path}` is served by the proxy itself: give the route a path of its own, like \"/hooks/...\""
+        ));
+    }
+    Ok(())
+}
+
 /// The file's (snake_case) name of an ilert field, for messages.
 fn file_name(ilert: &str) -> String {
     let mut name = String::with_capacity(ilert.len() + 4);
@@ -324,12 +360,7 @@ fn compile_route(
     let source = match spec.source.get_ref() {
         SourceName::Kafka => SourceKind::Kafka,
         SourceName::Mqtt => SourceKind::Mqtt,
-        SourceName::Http => {
-            return Err(at(
-                spec.source.span(),
-                "source \"http\" is not supported by routes yet: the HTTP proxy takes ilert's own event schema; use kafka or mqtt".into(),
-            ));
-        }
+        SourceName::Http => SourceKind::Http,
     };
     if spec.topics.get_ref().is_empty() {
         return Err(at(
@@ -349,6 +380,11 @@ fn compile_route(
                 format!("`{text}` is not a Kafka topic name (letters, digits, `.`, `_`, `-`)"),
             ));
         }
+        if source == SourceKind::Http
+            && let Err(why) = http_route_path(text)
+        {
+            return Err(at(topic.span(), why));
+        }
         topics.push(text.to_string());
     }
     let kind = match spec.kind {
@@ -356,6 +392,12 @@ fn compile_route(
         KindName::Heartbeat => MessageKind::Heartbeat,
         KindName::PolicyUpdate => MessageKind::Policy,
     };
+    if source == SourceKind::Http && kind == MessageKind::Heartbeat {
+        return Err(at(
+            spec.source.span(),
+            "an http route cannot be a heartbeat: the proxy forwards pings at /api/heartbeats/{key} as they come (a queued ping would say \"alive\" too late)".into(),
+        ));
+    }
     let compile = |what: &str, source: &toml::Spanned<String>| {
         // `env:NAME` and `file:/path`: a constant read at start (a secret need not be
         // inline), compiled as a jq string literal.

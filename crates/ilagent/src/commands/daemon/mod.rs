@@ -203,6 +203,7 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
             event_path: config.event_path.clone().unwrap_or(EventPath::Generic),
             shutdown_timeout: config.shutdown_timeout,
             idempotency_window: config.http_idempotency_window,
+            routes: Arc::clone(&config.routes),
         };
         let (api, worker) = proxy.start(&shutdown);
         supervisor.spawn("http queue worker", Some(health::HTTP), async move {
@@ -220,6 +221,7 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
             event_path: config.event_path.clone().unwrap_or(EventPath::Generic),
             shutdown_timeout: config.shutdown_timeout,
             idempotency_window: config.http_idempotency_window,
+            routes: Arc::clone(&config.routes),
         };
         let worker = rows.start(&shutdown);
         supervisor.spawn("http queue worker", None, async move {

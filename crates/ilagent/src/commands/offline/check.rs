@@ -18,10 +18,11 @@ pub(crate) fn run(global: &GlobalArgs, _args: CheckArgs) -> Exit {
     let path = offline.file.located.path().display().to_string();
     let specs = offline.file.routes();
     let mut results = Vec::new();
-    for source in [SourceName::Kafka, SourceName::Mqtt] {
+    for source in [SourceName::Kafka, SourceName::Mqtt, SourceName::Http] {
         let kind = match source {
+            SourceName::Kafka => SourceKind::Kafka,
             SourceName::Mqtt => SourceKind::Mqtt,
-            _ => SourceKind::Kafka,
+            SourceName::Http => SourceKind::Http,
         };
         let of_source: Vec<_> = specs
             .iter()

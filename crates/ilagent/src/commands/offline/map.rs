@@ -25,6 +25,7 @@ pub(crate) fn run(global: &GlobalArgs, args: MapArgs) -> Exit {
     let source = match args.source {
         Some(MapSource::Kafka) => SourceKind::Kafka,
         Some(MapSource::Mqtt) => SourceKind::Mqtt,
+        Some(MapSource::Http) => SourceKind::Http,
         None => source_of(&offline, &args.topic),
     };
     if args.topic.trim().is_empty() {
@@ -50,8 +51,12 @@ pub(crate) fn run(global: &GlobalArgs, args: MapArgs) -> Exit {
     }
 }
 
-/// The source whose routes have the topic: MQTT when only MQTT filters match it.
+/// The source whose routes have the topic: HTTP for a path, MQTT when only MQTT filters
+/// match it.
 fn source_of(offline: &Offline, topic: &str) -> SourceKind {
+    if topic.starts_with('/') {
+        return SourceKind::Http;
+    }
     let routes = offline.routes().routes();
     let kafka = routes
         .iter()

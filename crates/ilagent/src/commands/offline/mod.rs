@@ -24,6 +24,8 @@ pub(crate) struct Offline {
     topics: Topics,
     routes: Arc<RouteTable>,
     pub event_path: Option<EventPath>,
+    /// `--http_idempotency_window`, for the proxy's router.
+    idempotency_window: std::time::Duration,
 }
 
 impl Offline {
@@ -59,11 +61,15 @@ impl Offline {
             topics,
             routes,
             event_path: config::event_path_flag(&args)?,
+            idempotency_window: args.queue_file.http_idempotency_window,
         })
     }
 
     /// The router of `source`, as that source builds it in the daemon.
     pub(crate) fn router(&self, source: SourceKind) -> MessageRouter {
+        if source == SourceKind::Http {
+            return crate::sources::http::router(Arc::clone(&self.routes), self.idempotency_window);
+        }
         let (topics, syntax) = match source {
             SourceKind::Mqtt => (self.topics.clone(), TopicSyntax::Mqtt),
             _ => (self.topics.kafka_names(), TopicSyntax::Kafka),

@@ -27,6 +27,13 @@ use crate::pipeline::IDEMPOTENCY_KEY;
 use crate::pipeline::MessageRouter;
 use crate::queue::{NewRow, StoredMeta, now_ms, order_key_column};
 
+/// What a path takes: ilert's own event schema, or whatever a configured route maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Takes {
+    IlertEvents,
+    Routed,
+}
+
 pub async fn post_event(
     State(api): State<ApiState>,
     path: MatchedPath,
@@ -34,14 +41,29 @@ pub async fn post_event(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let path = path.as_str().to_string();
-    let response = accept(&api, &path, &headers, body).await;
+    let response = accept(&api, &path, Takes::IlertEvents, &headers, body).await;
     events::http_request("events", response.status().as_u16());
+    response
+}
+
+/// A path of an http route (`[[route]] source = "http"`): any body the route can map (JSON
+/// or text), mapped and validated here as the worker will map it.
+pub async fn post_routed(
+    State(api): State<ApiState>,
+    path: MatchedPath,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let path = path.as_str().to_string();
+    let response = accept(&api, &path, Takes::Routed, &headers, body).await;
+    events::http_request("routed", response.status().as_u16());
     response
 }
 
 async fn accept(
     api: &ApiState,
     path: &str,
+    takes: Takes,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -56,7 +78,7 @@ async fn accept(
             "the agent is shutting down: send the event again to another agent or after the restart",
         );
     }
-    if !is_json(headers) {
+    if takes == Takes::IlertEvents && !is_json(headers) {
         return refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UNSUPPORTED_MEDIA_TYPE",
@@ -101,12 +123,42 @@ async fn accept(
         payload: body.to_vec(),
         meta,
     };
-    let event = match event_of(&api.router, &message) {
-        Ok(event) => event,
-        Err(reason) => return refuse(StatusCode::BAD_REQUEST, "INVALID_EVENT", &reason),
+    let action = match takes {
+        Takes::IlertEvents => match event_of(&api.router, &message) {
+            Ok(event) => Action::Event(event),
+            Err(reason) => return refuse(StatusCode::BAD_REQUEST, "INVALID_EVENT", &reason),
+        },
+        Takes::Routed => match api.router.action_for(&message) {
+            action @ (Action::Event(_) | Action::PolicyUpdate(_)) => action,
+            Action::Skip(reason) => {
+                // Settled as the brokers' skipped messages are: counted, nothing stored.
+                events::received(&message.meta, path.to_string());
+                events::settled(
+                    &message.meta,
+                    &crate::action::Outcome::Skipped {
+                        reason: reason.clone(),
+                    },
+                    events::Disposition::Normal,
+                );
+                let body = json!({"status": "skipped", "reason": reason});
+                return (StatusCode::OK, axum::Json(body)).into_response();
+            }
+            Action::Invalid(reason) => {
+                return refuse(StatusCode::BAD_REQUEST, "INVALID_MESSAGE", &reason);
+            }
+            Action::Heartbeat(_) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_MESSAGE",
+                    "this path's route makes heartbeat pings, which the proxy does not queue",
+                );
+            }
+        },
     };
-    let event_type = event.event_type;
-    let action = Action::Event(event);
+    let event_type = match &action {
+        Action::Event(event) => Some(event.event_type.as_str()),
+        _ => None,
+    };
     let row = NewRow {
         source: SourceKind::Http,
         topic: path.to_string(),
@@ -125,11 +177,13 @@ async fn accept(
             events::queue_written(SourceKind::Http, 1);
             events::http_event_queued(&meta);
             api.wake.new_rows();
-            let body = json!({
+            let mut body = json!({
                 "status": "queued",
                 "id": meta.queue_id,
-                "eventType": event_type.as_str(),
             });
+            if let Some(event_type) = event_type {
+                body["eventType"] = json!(event_type);
+            }
             (StatusCode::ACCEPTED, axum::Json(body)).into_response()
         }
         Err(queue_error) => {

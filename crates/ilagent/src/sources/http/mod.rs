@@ -2,7 +2,8 @@
 //! agent instead of to ilert, and the agent delivers them at least once.
 //!
 //! - [`intake`] answers `POST /api/events` with 202 only after the event is committed to
-//!   the SQLite queue (`-f`): a 202 means it is on disk and survives a crash.
+//!   the SQLite queue (`-f`): a 202 means it is on disk and survives a crash. The paths of
+//!   http routes (`[[route]] source = "http"`) take any body their route maps, the same way.
 //! - The queue worker ([`crate::queue::worker`]) delivers the proxy's rows per alert key
 //!   in insertion order and in parallel across keys; every attempt is counted in its row,
 //!   and `--max_retries` moves an exhausted row to the dead letters. Polling: a new event
@@ -49,6 +50,7 @@ use crate::pipeline::{Dispatcher, MessageRouter};
 use crate::queue::Queue;
 use crate::queue::settle::QueueSettler;
 use crate::queue::worker::{Wakeup, Worker};
+use crate::routes::RouteTable;
 use crate::secret::Secret;
 
 /// The proxy's idle poll: at most this long between looks at the queue with nothing due.
@@ -85,6 +87,16 @@ pub struct HttpProxy {
     pub shutdown_timeout: Duration,
     /// `--http_idempotency_window` (zero: `Idempotency-Key` is ignored).
     pub idempotency_window: Duration,
+    /// The configuration file's routes; those of source `http` add their paths.
+    pub routes: Arc<RouteTable>,
+}
+
+/// How the proxy routes and maps what it is sent, at intake and again at delivery: ilert's
+/// own schema on `/api/events`, the routes' expressions on their paths.
+pub(crate) fn router(routes: Arc<RouteTable>, idempotency_window: Duration) -> MessageRouter {
+    MessageRouter::fixed(MessageKind::Event, Arc::new(MappingConfig::default()))
+        .with_routes(routes)
+        .with_idempotency_window(idempotency_window)
 }
 
 /// What the request handlers share.
@@ -106,23 +118,20 @@ impl HttpProxy {
     /// after `shutdown` and its drain).
     pub fn start(self, shutdown: &CancellationToken) -> (Router, JoinHandle<()>) {
         let wake = Arc::new(Wakeup::default());
-        let mapping = Arc::new(MappingConfig::default());
-        let worker = spawn_worker(
-            RowDelivery {
-                queue: self.queue.clone(),
-                deliverer: self.deliverer.clone(),
-                event_path: self.event_path.clone(),
-                shutdown_timeout: self.shutdown_timeout,
-                idempotency_window: self.idempotency_window,
-            },
-            &wake,
-            &mapping,
-            shutdown,
-        );
+        let rows = RowDelivery {
+            queue: self.queue.clone(),
+            deliverer: self.deliverer.clone(),
+            event_path: self.event_path.clone(),
+            shutdown_timeout: self.shutdown_timeout,
+            idempotency_window: self.idempotency_window,
+            routes: Arc::clone(&self.routes),
+        };
+        let router = router(Arc::clone(&rows.routes), rows.idempotency_window);
+        let worker = spawn_worker(rows, &wake, shutdown);
         let state = ApiState {
             queue: self.queue.clone(),
             wake,
-            router: MessageRouter::fixed(MessageKind::Event, Arc::clone(&mapping)),
+            router,
             client: self.client.clone(),
             shutdown: shutdown.clone(),
             max_body: self.config.max_body,
@@ -137,7 +146,11 @@ impl HttpProxy {
             .route(
                 "/api/v1/heartbeats/{key}",
                 get(heartbeat::forward).post(heartbeat::forward),
-            )
+            );
+        for path in self.routes.topics_for(SourceKind::Http) {
+            api = api.route(&path, post(intake::post_routed));
+        }
+        let mut api = api
             .layer(DefaultBodyLimit::max(self.config.max_body))
             .layer(axum::middleware::from_fn_with_state(
                 limits::InFlight::new(self.config.max_in_flight),
@@ -163,6 +176,8 @@ pub struct RowDelivery {
     pub shutdown_timeout: Duration,
     /// `--http_idempotency_window` (zero: `Idempotency-Key` is ignored).
     pub idempotency_window: Duration,
+    /// Rows of an http route's path map by its route.
+    pub routes: Arc<RouteTable>,
 }
 
 impl RowDelivery {
@@ -171,14 +186,13 @@ impl RowDelivery {
     /// `shutdown` and the drain.
     pub fn start(self, shutdown: &CancellationToken) -> JoinHandle<()> {
         let wake = Arc::new(Wakeup::default());
-        spawn_worker(self, &wake, &Arc::new(MappingConfig::default()), shutdown)
+        spawn_worker(self, &wake, shutdown)
     }
 }
 
 fn spawn_worker(
     rows: RowDelivery,
     wake: &Arc<Wakeup>,
-    mapping: &Arc<MappingConfig>,
     shutdown: &CancellationToken,
 ) -> JoinHandle<()> {
     let in_flight = Arc::new(Mutex::new(HashSet::new()));
@@ -201,8 +215,7 @@ fn spawn_worker(
     let worker = Worker {
         queue: rows.queue.clone(),
         dispatcher,
-        router: MessageRouter::fixed(MessageKind::Event, Arc::clone(mapping))
-            .with_idempotency_window(rows.idempotency_window),
+        router: router(Arc::clone(&rows.routes), rows.idempotency_window),
         in_flight,
         wake: Arc::clone(wake),
         abort,
