@@ -15,16 +15,52 @@ use crate::secret::Secret;
 /// `Idempotency-Key` header of a request to the HTTP proxy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DedupeId {
-    /// Where ids are unique: the route's name, or `http` for the proxy.
+    /// Where ids are unique, for metrics and messages: the route's name, or `http` for
+    /// the proxy.
     pub scope: Arc<str>,
+    /// The id as the message gave it, for messages.
     pub id: Box<str>,
+    /// What is stored and compared: a digest of where the id is unique and of the id, so
+    /// that every id costs the same few bytes in the file whatever its length.
+    pub key: [u8; 16],
     /// How long an accepted id suppresses its duplicates.
     pub window: Duration,
 }
 
 impl DedupeId {
-    /// The longest id kept: the ids live in the SQLite file.
-    pub const MAX_BYTES: usize = 512;
+    /// An id of the route named `route`: unique among that route's events.
+    pub fn of_route(route: &Arc<str>, id: String, window: Duration) -> Self {
+        DedupeId {
+            key: digest(&["route", route, &id]),
+            scope: Arc::clone(route),
+            id: id.into_boxed_str(),
+            window,
+        }
+    }
+
+    /// An `Idempotency-Key` of a request to the proxy: unique per integration key, so
+    /// that two applications choosing the same key do not suppress each other's events.
+    pub fn of_request(integration_key: &str, id: String, window: Duration) -> Self {
+        DedupeId {
+            key: digest(&["http", integration_key, &id]),
+            scope: Arc::from("http"),
+            id: id.into_boxed_str(),
+            window,
+        }
+    }
+}
+
+/// The first 16 bytes of the SHA-256 of the parts, each prefixed with its length (so that
+/// no two different lists of parts read alike).
+fn digest(parts: &[&str]) -> [u8; 16] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part.as_bytes());
+    }
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&context.finish().as_ref()[..16]);
+    key
 }
 
 /// Move one user onto one level of the escalation policy with a routing key.
@@ -110,8 +146,8 @@ impl RejectKind {
 }
 
 impl Outcome {
-    /// Delivered, skipped, coalesced and rejected messages are done with; interrupted and
-    /// failed ones are not.
+    /// Delivered, skipped, duplicate, coalesced and rejected messages are done with;
+    /// interrupted and failed ones are not.
     pub fn is_settled(&self) -> bool {
         !matches!(self, Outcome::Interrupted { .. } | Outcome::Failed { .. })
     }

@@ -212,18 +212,39 @@ async fn the_proxy_delivers_an_idempotency_key_once_also_after_a_sigkill_restart
     }
     let (status, _) = post_keyed(port, None, &proxied("2")).await;
     assert_eq!(status, 202);
+    // Two copies under different alert keys are delivered in parallel, yet only one
+    // reaches ilert: the second waits for the first's answer.
+    let (mut copy_a, mut copy_b) = (proxied("5"), proxied("5"));
+    copy_a["alertKey"] = json!("payment-5a");
+    copy_b["alertKey"] = json!("payment-5b");
+    let (a, b) = tokio::join!(
+        post_keyed(port, Some("pay-5"), &copy_a),
+        post_keyed(port, Some("pay-5"), &copy_b)
+    );
+    assert_eq!((a.0, b.0), (202, 202));
+    // Another application (integration key) may choose the same key.
+    let mut other = proxied("1-other");
+    other["integrationKey"] = json!("il1api-other");
+    let (status, _) = post_keyed(port, Some("pay-1"), &other).await;
+    assert_eq!(status, 202);
     assert!(
-        eventually(WAIT, || accepted(&stand_in, "2") == 1).await,
+        eventually(WAIT, || {
+            accepted(&stand_in, "2") == 1
+                && accepted(&stand_in, "1-other") == 1
+                && accepted(&stand_in, "5") == 1
+        })
+        .await,
         "{}",
         agent.log()
     );
     assert_eq!(
-        duplicates_after_waiting(port, "http", 1.0).await,
-        1.0,
+        duplicates_after_waiting(port, "http", 2.0).await,
+        2.0,
         "{}",
         agent.log()
     );
     assert_eq!(accepted(&stand_in, "1"), 1);
+    assert_eq!(accepted(&stand_in, "5"), 1, "one of the two copies");
     agent.kill().await;
 
     let agent = http_support::start_proxy(&stand_in.url(), &db, port, &[]);
@@ -244,7 +265,7 @@ async fn the_proxy_delivers_an_idempotency_key_once_also_after_a_sigkill_restart
     );
     assert_eq!(accepted(&stand_in, "1"), 1);
 
-    // Without a window, the header is ignored.
+    // Without a window, the header is ignored, even a malformed one.
     let (code, log) = agent.stop().await;
     assert_eq!(code, Some(0), "{log}");
     let agent = http_support::start_proxy(
@@ -256,8 +277,12 @@ async fn the_proxy_delivers_an_idempotency_key_once_also_after_a_sigkill_restart
     http_support::wait_up(&agent, port).await;
     let (status, _) = post_keyed(port, Some("pay-1"), &proxied("1")).await;
     assert_eq!(status, 202);
+    let (status, _) = post_keyed(port, Some(""), &proxied("4")).await;
+    assert_eq!(status, 202);
     assert!(
-        eventually(WAIT, || accepted(&stand_in, "1") == 2).await,
+        eventually(WAIT, || accepted(&stand_in, "1") == 2
+            && accepted(&stand_in, "4") == 1)
+        .await,
         "{}",
         agent.log()
     );
@@ -383,6 +408,14 @@ async fn dedupe_settings_that_cannot_work_stop_the_agent_with_exit_2() {
             ":7:17: route `r`: `dedupe_window`: `soon` is not a duration",
         ),
         (
+            format!("{route}dedupe = \".id\"\ndedupe_window = \"0s\"\n"),
+            ":7:17: route `r`: `dedupe_window` is 0",
+        ),
+        (
+            format!("{route}dedupe = \".id\"\ndedupe_window = \"31d\"\n"),
+            ":7:17: route `r`: `dedupe_window` is longer than 30 days",
+        ),
+        (
             format!("{route}dedupe = \".id |\"\n"),
             "route `r`: `dedupe`: ",
         ),
@@ -398,11 +431,20 @@ async fn dedupe_settings_that_cannot_work_stop_the_agent_with_exit_2() {
         );
     }
     let port = free_port().to_string();
-    let (code, _, stderr) =
-        run_ilagent(&["daemon", "-p", &port, "--dedupe_max_ids", "0"], &[]).await;
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("--dedupe_max_ids must be at least 1"),
-        "{stderr}"
-    );
+    for (flags, says) in [
+        (
+            ["--dedupe_max_ids", "0"],
+            "--dedupe_max_ids must be at least 1",
+        ),
+        (
+            ["--http_idempotency_window", "40d"],
+            "--http_idempotency_window is longer than 30 days",
+        ),
+    ] {
+        let mut args = vec!["daemon", "-p", port.as_str()];
+        args.extend(flags);
+        let (code, _, stderr) = run_ilagent(&args, &[]).await;
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
 }

@@ -15,8 +15,8 @@ pub struct QueueFileArgs {
     #[arg(long, env = "ILAGENT_QUEUE_MAX_SIZE", value_parser = parse_size, default_value = "1GiB")]
     pub queue_max_size: usize,
 
-    /// Most idempotency ids kept (a route's `dedupe`, the proxy's Idempotency-Key); beyond
-    /// it the oldest are dropped before their window ends. About 100 bytes each in -f.
+    /// Most idempotency ids kept (a route's `dedupe`, the proxy's Idempotency-Key), about
+    /// 60 bytes each in -f; beyond it those nearest the end of their window are dropped.
     #[arg(long, env = "ILAGENT_DEDUPE_MAX_IDS", default_value_t = 1_000_000)]
     pub dedupe_max_ids: u64,
 

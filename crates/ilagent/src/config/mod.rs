@@ -292,6 +292,13 @@ impl DaemonConfig {
         }
 
         let queue_limits = queue_limits(args, http.as_ref(), mqtt.as_ref(), kafka.is_some())?;
+        if let Err(why) =
+            crate::delivery::idempotency::check_window(args.queue_file.http_idempotency_window)
+        {
+            return Err(UsageError::new(format!(
+                "--http_idempotency_window {why}: give at most 30d, e.g. --http_idempotency_window 24h (0 ignores the header)"
+            )));
+        }
         if args.queue_file.dedupe_max_ids == 0 {
             return Err(UsageError::new(
                 "--dedupe_max_ids must be at least 1: it is how many idempotency ids the file keeps, e.g. --dedupe_max_ids 1000000 (remove a route's `dedupe` to deliver every copy)",

@@ -28,38 +28,67 @@ use crate::observe::events;
 use crate::queue::{AcceptedId, Queue, now_ms};
 
 /// How often expired ids are deleted and the cap enforced.
-pub const PRUNE_ACCEPTED_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const PRUNE_ACCEPTED_EVERY: Duration = Duration::from_secs(60);
+
+/// How long an accepted id suppresses its duplicates unless configured otherwise (a
+/// route's `dedupe_window`, `--http_idempotency_window`).
+pub(crate) const DEFAULT_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The longest window: ids kept longer would only fill the file.
+const MAX_WINDOW: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Whether `window` may be a window (`Err`: what to say after the setting's name).
+pub(crate) fn check_window(window: Duration) -> Result<(), String> {
+    if window > MAX_WINDOW {
+        return Err(
+            "is longer than 30 days: ids kept that long would only fill the file".to_string(),
+        );
+    }
+    Ok(())
+}
 
 /// The ids ilert accepted, and the ids being delivered right now. Cheap to clone.
 #[derive(Clone)]
-pub struct AcceptedIds {
+pub(crate) struct AcceptedIds {
     queue: Queue,
-    in_delivery: Arc<Mutex<HashMap<IdKey, Arc<tokio::sync::Mutex<()>>>>>,
+    in_delivery: Arc<Mutex<HashMap<[u8; 16], InDelivery>>>,
 }
 
-type IdKey = (Arc<str>, Box<str>);
-
-/// Held while an event with this id is delivered; the next one with the id waits for it.
-pub(crate) struct Held {
-    map: Arc<Mutex<HashMap<IdKey, Arc<tokio::sync::Mutex<()>>>>>,
-    key: IdKey,
+/// An id being delivered: its lock, and how many deliveries hold or wait for it (the entry
+/// goes when the last one is done).
+struct InDelivery {
     lock: Arc<tokio::sync::Mutex<()>>,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    users: usize,
 }
 
-impl Drop for Held {
+/// A delivery's claim on an id, from before it waits for the id's lock: dropping it (done,
+/// or cancelled while waiting) counts it out under the map's lock.
+struct Claim {
+    map: Arc<Mutex<HashMap<[u8; 16], InDelivery>>>,
+    key: [u8; 16],
+}
+
+impl Drop for Claim {
     fn drop(&mut self) {
-        drop(self.guard.take());
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        // Clones are made under this lock only: the map's and ours mean nobody waits.
-        if Arc::strong_count(&self.lock) == 2 {
-            map.remove(&self.key);
+        if let Some(entry) = map.get_mut(&self.key) {
+            entry.users -= 1;
+            if entry.users == 0 {
+                map.remove(&self.key);
+            }
         }
     }
 }
 
+/// Held while an event with this id is delivered; the next one with the id waits for it.
+pub(crate) struct Held {
+    // Field order: the lock is let go before the claim is counted out.
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    _claim: Claim,
+}
+
 impl AcceptedIds {
-    pub fn new(queue: Queue) -> Self {
+    pub(crate) fn new(queue: Queue) -> Self {
         AcceptedIds {
             queue,
             in_delivery: Arc::default(),
@@ -68,36 +97,50 @@ impl AcceptedIds {
 
     /// Waits until no other event with `id` is being delivered, and holds it.
     pub(crate) async fn hold(&self, id: &DedupeId) -> Held {
-        let key: IdKey = (Arc::clone(&id.scope), id.id.clone());
         let lock = {
             let mut map = self.in_delivery.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::clone(map.entry(key.clone()).or_default())
+            let entry = map.entry(id.key).or_insert_with(|| InDelivery {
+                lock: Arc::default(),
+                users: 0,
+            });
+            entry.users += 1;
+            Arc::clone(&entry.lock)
         };
-        let guard = Arc::clone(&lock).lock_owned().await;
-        Held {
+        let claim = Claim {
             map: Arc::clone(&self.in_delivery),
-            key,
-            lock,
-            guard: Some(guard),
+            key: id.key,
+        };
+        let guard = lock.lock_owned().await;
+        Held {
+            _guard: guard,
+            _claim: claim,
         }
+    }
+
+    /// Ids being delivered or waited for right now (for tests: none once all are done).
+    #[cfg(test)]
+    fn in_delivery(&self) -> usize {
+        self.in_delivery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// The outcome for an event whose id ilert accepted inside its window, `None` if it
     /// must be delivered (not accepted, or the file could not say).
     pub(crate) async fn duplicate(&self, id: &DedupeId) -> Option<Outcome> {
-        let (scope, text) = (Arc::clone(&id.scope), id.id.to_string());
-        let now = now_ms();
+        let (key, now) = (id.key, now_ms());
         let answer = self
             .queue
-            .run(move |store| store.accepted_at(&scope, &text, now))
+            .run(move |store| store.accepted_at(&key, now))
             .await;
         match answer {
             Ok(Some(accepted_at)) => {
                 events::duplicate_suppressed(&id.scope);
+                let shown: String = id.id.chars().take(128).collect();
                 Some(Outcome::Duplicate {
                     reason: crate::printable::reason(format!(
-                        "duplicate: ilert accepted id `{}` of `{}` {} ago (window {})",
-                        id.id,
+                        "duplicate: ilert accepted id `{shown}` of `{}` {} ago (window {})",
                         id.scope,
                         humantime::format_duration(Duration::from_secs(
                             u64::try_from((now - accepted_at) / 1000).unwrap_or(0)
@@ -122,8 +165,7 @@ impl AcceptedIds {
         let written = self
             .queue
             .remember(AcceptedId {
-                scope: Arc::clone(&id.scope),
-                id: id.id.clone(),
+                key: id.key,
                 accepted_at_ms: now,
                 expires_at_ms: now.saturating_add(window_ms),
             })
@@ -136,7 +178,7 @@ impl AcceptedIds {
 
 /// Deletes expired ids and keeps at most `max_ids`, every [`PRUNE_ACCEPTED_EVERY`] (and
 /// once at start), until `shutdown`.
-pub async fn prune_accepted_ids(queue: Queue, max_ids: u64, shutdown: CancellationToken) {
+pub(crate) async fn prune_accepted_ids(queue: Queue, max_ids: u64, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(PRUNE_ACCEPTED_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -151,5 +193,70 @@ pub async fn prune_accepted_ids(queue: Queue, max_ids: u64, shutdown: Cancellati
             Ok(pruned) => events::accepted_ids_pruned(&pruned, max_ids),
             Err(error) => events::accepted_ids_failed("prune", &error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Limits;
+
+    fn id(text: &str) -> DedupeId {
+        DedupeId::of_route(&Arc::from("orders"), text.into(), DEFAULT_WINDOW)
+    }
+
+    #[tokio::test]
+    async fn a_second_delivery_of_an_id_waits_for_the_first_and_nothing_stays_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db3");
+        let queue = tokio::task::spawn_blocking(move || Queue::open(&path, Limits::UNLIMITED))
+            .await
+            .unwrap()
+            .unwrap();
+        let ids = AcceptedIds::new(queue);
+        let first = ids.hold(&id("o-1")).await;
+        let other = ids.hold(&id("o-2")).await;
+        let waiting = tokio::spawn({
+            let ids = ids.clone();
+            async move {
+                let _held = ids.hold(&id("o-1")).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "o-1 is held");
+        // A waiter given up (shutdown, a revoked partition) counts itself out.
+        let given_up = tokio::spawn({
+            let ids = ids.clone();
+            async move {
+                let _held = ids.hold(&id("o-1")).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        given_up.abort();
+        let _ = given_up.await;
+        drop(first);
+        waiting.await.unwrap();
+        drop(other);
+        assert_eq!(ids.in_delivery(), 0);
+    }
+
+    #[test]
+    fn the_proxy_s_keys_are_unique_per_integration_key_and_apart_from_routes() {
+        let window = DEFAULT_WINDOW;
+        let a = DedupeId::of_request("il1api-a", "k1".into(), window);
+        let b = DedupeId::of_request("il1api-b", "k1".into(), window);
+        let route = DedupeId::of_route(&Arc::from("http"), "k1".into(), window);
+        assert_ne!(a.key, b.key);
+        assert_ne!(a.key, route.key, "a route named http is not the proxy");
+        assert_eq!(
+            a.key,
+            DedupeId::of_request("il1api-a", "k1".into(), window).key
+        );
+    }
+
+    #[test]
+    fn windows_longer_than_30_days_are_refused() {
+        assert!(check_window(Duration::from_secs(30 * 86_400)).is_ok());
+        assert!(check_window(Duration::from_secs(31 * 86_400)).is_err());
     }
 }

@@ -19,7 +19,7 @@
 
 pub mod backoff;
 mod heartbeats;
-pub mod idempotency;
+pub(crate) mod idempotency;
 mod policy_update;
 pub mod rate_limit;
 mod retry;
@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
-pub use idempotency::AcceptedIds;
+pub(crate) use idempotency::AcceptedIds;
 pub use rate_limit::{Budget, Budgets, KeyClass, RateLimiter};
 pub use retry::RetryPolicy;
 
@@ -162,7 +162,7 @@ impl Deliverer {
 
     /// The same deliverer delivering each idempotency id once per its window, by the ids
     /// in `accepted` (see [`idempotency`]). Set it before cloning for the sources.
-    pub fn remembering(self, accepted: AcceptedIds) -> Self {
+    pub(crate) fn remembering(self, accepted: AcceptedIds) -> Self {
         Deliverer {
             accepted: Some(accepted),
             ..self

@@ -47,6 +47,7 @@ pub const DUPLICATES: &str = "ilagent_duplicates_total";
 pub const ACCEPTED_IDS: &str = "ilagent_accepted_ids";
 pub const ACCEPTED_IDS_EVICTED: &str = "ilagent_accepted_ids_evicted_total";
 pub const ACCEPTED_IDS_ERRORS: &str = "ilagent_accepted_ids_errors_total";
+pub const DEDUPE_ID_ERRORS: &str = "ilagent_dedupe_id_errors_total";
 
 /// An event was not delivered: ilert accepted its idempotency id inside the window.
 /// `scope` is a route's name or `http`: bounded by the configuration.
@@ -54,10 +55,40 @@ pub fn duplicate_suppressed(scope: &str) {
     metrics::counter!(DUPLICATES, "scope" => scope.to_string()).increment(1);
 }
 
-/// The accepted-ids table could not be read or written: the event goes out regardless.
+/// The accepted-ids table could not be read, written or pruned; a read or a write failing
+/// means the event went out without the check (or its id was not kept).
 pub fn accepted_ids_failed(what: &'static str, error: &QueueError) {
     metrics::counter!(ACCEPTED_IDS_ERRORS, "operation" => what).increment(1);
-    tracing::warn!(operation = what, %error, "idempotency ids unavailable: delivering without the duplicate check");
+    match what {
+        "prune" => {
+            tracing::warn!(%error, "cannot prune the idempotency ids: trying again in a minute")
+        }
+        _ => {
+            tracing::warn!(operation = what, %error, "idempotency ids unavailable: delivering without the duplicate check")
+        }
+    }
+}
+
+/// A route's `dedupe` expression gave no usable id: the event is delivered without the
+/// check. Counted per route; logged at warning level once per route and process (it is a
+/// configuration matter, and one line per message would flood the log), then at debug.
+pub fn dedupe_id_failed(route: &str, reason: &str) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    metrics::counter!(DEDUPE_ID_ERRORS, "scope" => route.to_string()).increment(1);
+    let first = {
+        let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+        let first = !warned.iter().any(|r| r == route);
+        if first {
+            warned.push(route.to_string());
+        }
+        first
+    };
+    let reason = crate::printable::reason(reason.to_string());
+    if first {
+        tracing::warn!(route, %reason, "route's `dedupe` gave no id: delivering without the duplicate check (logged once per route)");
+    } else {
+        tracing::debug!(route, %reason, "route's `dedupe` gave no id: delivering without the duplicate check");
+    }
 }
 
 /// A pruning of the accepted ids ran; evictions (ids dropped inside their window to keep

@@ -28,9 +28,6 @@ const UNROUTED: &str = "(no route)";
 /// The header (lower case, as stored) whose value is a proxied event's idempotency id.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// The scope of the proxy's idempotency ids (a route's is its name).
-const HTTP_SCOPE: &str = "http";
-
 /// Where the kind of a message comes from.
 #[derive(Clone, Debug)]
 enum Kinds {
@@ -154,11 +151,11 @@ impl MessageRouter {
             .iter()
             .find(|(name, _)| name == IDEMPOTENCY_KEY);
         if let Some((_, value)) = header {
-            event.dedupe = Some(DedupeId {
-                scope: Arc::from(HTTP_SCOPE),
-                id: String::from_utf8_lossy(value).into(),
+            event.dedupe = Some(DedupeId::of_request(
+                event.integration_key.expose(),
+                String::from_utf8_lossy(value).into_owned(),
                 window,
-            });
+            ));
         }
         Action::Event(event)
     }

@@ -50,12 +50,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 /// older ilagent ignores tables it does not know, so a downgrade still opens the file.
 const ADDED_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS accepted_ids (
-    scope       TEXT    NOT NULL,  -- the route's name, or http (the proxy's Idempotency-Key)
-    id          TEXT    NOT NULL,
-    accepted_at INTEGER NOT NULL,  -- when ilert accepted it, unix ms
-    expires_at  INTEGER NOT NULL,  -- when it stops suppressing duplicates, unix ms
-    PRIMARY KEY (scope, id)
-);
+    key         BLOB    PRIMARY KEY,  -- 16 bytes of SHA-256 of (route or proxy and key, id)
+    accepted_at INTEGER NOT NULL,     -- when ilert accepted it, unix ms
+    expires_at  INTEGER NOT NULL      -- when it stops suppressing duplicates, unix ms
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS accepted_ids_by_expiry ON accepted_ids (expires_at);
 ";
 

@@ -30,6 +30,7 @@ use self::expr::{Expr, Inputs};
 use self::spec::{KindName, RouteSpec, SourceName};
 use crate::action::{Action, DedupeId};
 use crate::config::file::{FileError, Located};
+use crate::delivery::idempotency;
 use crate::mapping::{self, FieldPath, MappingConfig, MessageKind, PolicyMapping};
 use crate::message::{Message, SourceKind};
 use crate::printable;
@@ -57,12 +58,6 @@ struct RouteDedupe {
     scope: Arc<str>,
     window: Duration,
 }
-
-/// How long an accepted id suppresses its duplicates unless the route says otherwise.
-pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// The longest window a route may ask for: the ids of a longer one would outgrow the file.
-const MAX_DEDUPE_WINDOW: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// Every configured route, in the order of the file. Cheap to share.
 #[derive(Debug, Default)]
@@ -111,7 +106,7 @@ impl RouteTable {
     }
 
     /// Whether some route deduplicates: the accepted ids then need the SQLite file.
-    pub fn dedupes(&self) -> bool {
+    pub(crate) fn dedupes(&self) -> bool {
         self.routes.iter().any(|r| r.dedupe.is_some())
     }
 
@@ -218,16 +213,15 @@ impl Route {
             return action;
         };
         match action {
-            Action::Event(mut event) => match dedupe.id_of(inputs) {
-                Ok(id) => {
-                    event.dedupe = id;
-                    Action::Event(event)
-                }
-                Err(reason) => Action::Invalid(printable::reason(format!(
-                    "route `{}`: `dedupe` failed: {reason}",
-                    self.name
-                ))),
-            },
+            Action::Event(mut event) => {
+                // A message whose id cannot be computed is delivered without the check:
+                // a possible duplicate is better than an alert set aside.
+                event.dedupe = dedupe.id_of(inputs).unwrap_or_else(|reason| {
+                    crate::observe::events::dedupe_id_failed(&dedupe.scope, &reason);
+                    None
+                });
+                Action::Event(event)
+            }
             other => other,
         }
     }
@@ -261,11 +255,13 @@ impl Route {
 }
 
 impl RouteDedupe {
-    /// The id the expression yields: a string, or a number as its text; `null` (or no
-    /// output) means the message has none and is delivered without the check.
+    /// The id the expression yields: a string, or a number as its text; `null`, no
+    /// output or an empty string mean the message has none. Anything else is an error,
+    /// which the caller reports before delivering without the check.
     fn id_of(&self, inputs: &Inputs) -> Result<Option<DedupeId>, String> {
         let id = match self.expr.eval(inputs)? {
             Value::Null => return Ok(None),
+            Value::String(text) if text.is_empty() => return Ok(None),
             Value::String(text) => text,
             Value::Number(number) => number.to_string(),
             other => {
@@ -275,21 +271,7 @@ impl RouteDedupe {
                 ));
             }
         };
-        if id.is_empty() {
-            return Err("it yields an empty string".into());
-        }
-        if id.len() > DedupeId::MAX_BYTES {
-            return Err(format!(
-                "it yields an id of {} bytes, more than the {} kept: dedupe on a shorter field",
-                id.len(),
-                DedupeId::MAX_BYTES
-            ));
-        }
-        Ok(Some(DedupeId {
-            scope: Arc::clone(&self.scope),
-            id: id.into_boxed_str(),
-            window: self.window,
-        }))
+        Ok(Some(DedupeId::of_route(&self.scope, id, self.window)))
     }
 }
 
@@ -480,7 +462,7 @@ fn compile_route(
         Some(fields) => Arc::new(expression_mapping(flags, fields)),
     };
     let window = match &spec.dedupe_window {
-        None => DEFAULT_DEDUPE_WINDOW,
+        None => idempotency::DEFAULT_WINDOW,
         Some(text) => {
             if spec.dedupe.is_none() {
                 return Err(at(
@@ -496,14 +478,10 @@ fn compile_route(
                         "`dedupe_window` is 0: remove `dedupe` to deliver every message".into(),
                     ));
                 }
-                Ok(window) if window > MAX_DEDUPE_WINDOW => {
-                    return Err(at(
-                        text.span(),
-                        "`dedupe_window` is longer than 30 days: the ids would outgrow the file"
-                            .into(),
-                    ));
-                }
-                Ok(window) => window,
+                Ok(window) => match idempotency::check_window(window) {
+                    Ok(()) => window,
+                    Err(why) => return Err(at(text.span(), format!("`dedupe_window` {why}"))),
+                },
                 Err(message) => return Err(at(text.span(), format!("`dedupe_window`: {message}"))),
             }
         }

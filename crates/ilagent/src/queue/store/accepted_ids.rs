@@ -12,8 +12,8 @@ use super::{QueueError, Store, sql};
 /// An id ilert accepted, to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AcceptedId {
-    pub scope: std::sync::Arc<str>,
-    pub id: Box<str>,
+    /// [`crate::action::DedupeId::key`].
+    pub key: [u8; 16],
     pub accepted_at_ms: i64,
     pub expires_at_ms: i64,
 }
@@ -23,7 +23,8 @@ pub struct AcceptedId {
 pub struct Pruned {
     /// Ids whose window had passed.
     pub expired: u64,
-    /// Ids still inside their window, dropped (oldest first) to keep the cap.
+    /// Ids still inside their window, dropped (those nearest the end of their window
+    /// first) to keep the cap.
     pub evicted: u64,
     /// Ids kept.
     pub kept: u64,
@@ -33,41 +34,19 @@ pub struct Pruned {
 const PRUNE_BATCH: i64 = 10_000;
 
 impl Store {
-    /// When ilert accepted `id` of `scope`, if that still counts at `now_ms`.
-    pub fn accepted_at(
-        &self,
-        scope: &str,
-        id: &str,
-        now_ms: i64,
-    ) -> Result<Option<i64>, QueueError> {
+    /// When ilert accepted the id with `key`, if that still counts at `now_ms`.
+    pub fn accepted_at(&self, key: &[u8; 16], now_ms: i64) -> Result<Option<i64>, QueueError> {
         // Prepared once per connection: this runs for every event with an id.
         self.connection
             .prepare_cached(
-                "SELECT accepted_at FROM accepted_ids WHERE scope = ?1 AND id = ?2 AND expires_at > ?3",
+                "SELECT accepted_at FROM accepted_ids WHERE key = ?1 AND expires_at > ?2",
             )
             .and_then(|mut statement| {
                 statement
-                    .query_row(params![scope, id, now_ms], |row| row.get(0))
+                    .query_row(params![&key[..], now_ms], |row| row.get(0))
                     .optional()
             })
             .map_err(sql("read the accepted ids"))
-    }
-
-    /// Records that ilert accepted `id` of `scope` at `accepted_at_ms`, counting until
-    /// `expires_at_ms`.
-    pub fn remember_accepted(
-        &mut self,
-        scope: &str,
-        id: &str,
-        accepted_at_ms: i64,
-        expires_at_ms: i64,
-    ) -> Result<(), QueueError> {
-        self.remember_all(&[AcceptedId {
-            scope: scope.into(),
-            id: id.into(),
-            accepted_at_ms,
-            expires_at_ms,
-        }])
     }
 
     /// Records every id in one transaction (ids accepted at about the same time share a
@@ -80,18 +59,13 @@ impl Store {
             {
                 let mut statement = tx
                     .prepare_cached(
-                        "INSERT OR REPLACE INTO accepted_ids (scope, id, accepted_at, expires_at)
-                         VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT OR REPLACE INTO accepted_ids (key, accepted_at, expires_at)
+                         VALUES (?1, ?2, ?3)",
                     )
                     .map_err(sql("record the accepted id"))?;
                 for id in ids {
                     statement
-                        .execute(params![
-                            &*id.scope,
-                            &*id.id,
-                            id.accepted_at_ms,
-                            id.expires_at_ms
-                        ])
+                        .execute(params![&id.key[..], id.accepted_at_ms, id.expires_at_ms])
                         .map_err(sql("record the accepted id"))?;
                 }
             }
@@ -99,15 +73,16 @@ impl Store {
         })
     }
 
-    /// Deletes the ids that no longer count at `now_ms`, then the oldest beyond `max_ids`.
+    /// Deletes the ids that no longer count at `now_ms`, then, beyond `max_ids`, those
+    /// nearest the end of their window.
     pub fn prune_accepted(&mut self, now_ms: i64, max_ids: u64) -> Result<Pruned, QueueError> {
         let mut pruned = Pruned::default();
         self.draining(|connection| {
             loop {
                 let deleted = connection
                     .execute(
-                        "DELETE FROM accepted_ids WHERE rowid IN
-                         (SELECT rowid FROM accepted_ids WHERE expires_at <= ?1 LIMIT ?2)",
+                        "DELETE FROM accepted_ids WHERE key IN
+                         (SELECT key FROM accepted_ids WHERE expires_at <= ?1 LIMIT ?2)",
                         params![now_ms, PRUNE_BATCH],
                     )
                     .map_err(sql("prune the accepted ids"))?;
@@ -124,14 +99,14 @@ impl Store {
             if excess > 0 {
                 pruned.evicted = connection
                     .execute(
-                        "DELETE FROM accepted_ids WHERE rowid IN
-                         (SELECT rowid FROM accepted_ids ORDER BY expires_at LIMIT ?1)",
+                        "DELETE FROM accepted_ids WHERE key IN
+                         (SELECT key FROM accepted_ids ORDER BY expires_at LIMIT ?1)",
                         [excess],
                     )
                     .map_err(sql("prune the accepted ids"))?
                     as u64;
             }
-            pruned.kept = count - pruned.evicted;
+            pruned.kept = count.saturating_sub(pruned.evicted);
             Ok(())
         })?;
         Ok(pruned)

@@ -161,42 +161,40 @@ fn dead_letters_keep_their_place_when_requeued_and_can_be_purged() {
     );
 }
 
+fn key(n: u8) -> [u8; 16] {
+    [n; 16]
+}
+
+fn remember(store: &mut Store, key: [u8; 16], accepted_at_ms: i64, expires_at_ms: i64) {
+    store
+        .remember_all(&[AcceptedId {
+            key,
+            accepted_at_ms,
+            expires_at_ms,
+        }])
+        .unwrap();
+}
+
 #[test]
-fn an_accepted_id_counts_until_its_window_ends_and_only_in_its_scope() {
+fn an_accepted_id_counts_until_its_window_ends() {
     let (_dir, mut store) = store();
-    store
-        .remember_accepted("orders", "o-1", 1_000, 5_000)
-        .unwrap();
-    assert_eq!(
-        store.accepted_at("orders", "o-1", 4_999).unwrap(),
-        Some(1_000)
-    );
-    assert_eq!(store.accepted_at("orders", "o-1", 5_000).unwrap(), None);
-    assert_eq!(
-        store.accepted_at("other-route", "o-1", 2_000).unwrap(),
-        None
-    );
-    assert_eq!(store.accepted_at("orders", "o-2", 2_000).unwrap(), None);
+    remember(&mut store, key(1), 1_000, 5_000);
+    assert_eq!(store.accepted_at(&key(1), 4_999).unwrap(), Some(1_000));
+    assert_eq!(store.accepted_at(&key(1), 5_000).unwrap(), None);
+    assert_eq!(store.accepted_at(&key(2), 2_000).unwrap(), None);
     // Accepted again later (after its window): the new window counts.
-    store
-        .remember_accepted("orders", "o-1", 6_000, 9_000)
-        .unwrap();
-    assert_eq!(
-        store.accepted_at("orders", "o-1", 8_000).unwrap(),
-        Some(6_000)
-    );
+    remember(&mut store, key(1), 6_000, 9_000);
+    assert_eq!(store.accepted_at(&key(1), 8_000).unwrap(), Some(6_000));
     assert_eq!(store.accepted_count().unwrap(), 1);
 }
 
 #[test]
-fn pruning_deletes_expired_ids_then_the_oldest_beyond_the_cap() {
+fn pruning_deletes_expired_ids_then_those_nearest_their_end_beyond_the_cap() {
     let (_dir, mut store) = store();
-    for n in 0..10 {
+    for n in 0..10u8 {
         // Ids 0..4 expire at 100..104, ids 5..9 at 10_005..10_009.
-        let expires = if n < 5 { 100 + n } else { 10_000 + n };
-        store
-            .remember_accepted("s", &format!("id-{n}"), 0, expires)
-            .unwrap();
+        let expires = if n < 5 { 100 } else { 10_000 } + i64::from(n);
+        remember(&mut store, key(n), 0, expires);
     }
     let pruned = store.prune_accepted(1_000, 3).unwrap();
     assert_eq!(
@@ -208,19 +206,13 @@ fn pruning_deletes_expired_ids_then_the_oldest_beyond_the_cap() {
         }
     );
     let kept: Vec<bool> = (0..10)
-        .map(|n| {
-            store
-                .accepted_at("s", &format!("id-{n}"), 1_000)
-                .unwrap()
-                .is_some()
-        })
+        .map(|n| store.accepted_at(&key(n), 1_000).unwrap().is_some())
         .collect();
     assert_eq!(
         kept,
         [
             false, false, false, false, false, false, false, true, true, true
-        ],
-        "the ids closest to the end of their window go first"
+        ]
     );
 }
 
@@ -228,7 +220,7 @@ fn pruning_deletes_expired_ids_then_the_oldest_beyond_the_cap() {
 fn accepted_ids_leave_the_queue_and_its_stats_alone() {
     let (_dir, mut store) = store();
     store.insert(&[row(Some("a"), "a1")]).unwrap();
-    store.remember_accepted("s", "x", 0, i64::MAX).unwrap();
+    remember(&mut store, key(7), 0, i64::MAX);
     let stats = store.stats().unwrap();
     assert_eq!((stats.queued, stats.dead_letters), (1, 0));
 }
@@ -238,13 +230,12 @@ fn ids_recorded_together_share_one_transaction_and_all_count() {
     let (_dir, mut store) = store();
     let ids: Vec<AcceptedId> = (0..3)
         .map(|n| AcceptedId {
-            scope: "s".into(),
-            id: format!("id-{n}").into(),
+            key: key(n),
             accepted_at_ms: 10,
             expires_at_ms: 100,
         })
         .collect();
     store.remember_all(&ids).unwrap();
     assert_eq!(store.accepted_count().unwrap(), 3);
-    assert_eq!(store.accepted_at("s", "id-2", 50).unwrap(), Some(10));
+    assert_eq!(store.accepted_at(&key(2), 50).unwrap(), Some(10));
 }

@@ -19,7 +19,7 @@ use serde_json::json;
 use super::ApiState;
 use super::limits;
 use super::reply::error;
-use crate::action::{Action, DedupeId};
+use crate::action::Action;
 use crate::ilert::Event;
 use crate::message::{Message, Metadata, SourceKind};
 use crate::observe::events;
@@ -110,7 +110,12 @@ async fn accept(
     };
 
     let mut meta = Metadata::new(SourceKind::Http, path);
-    match idempotency_key(headers) {
+    // With the window at 0 the header means nothing: not even checked.
+    let key = match api.honours_idempotency_key {
+        true => idempotency_key(headers),
+        false => Ok(None),
+    };
+    match key {
         Ok(None) => {}
         Ok(Some(key)) => meta
             .headers
@@ -224,7 +229,10 @@ pub fn event_of(router: &MessageRouter, message: &Message) -> Result<Box<Event>,
     }
 }
 
-/// The request's `Idempotency-Key`: at most [`DedupeId::MAX_BYTES`] of visible ASCII
+/// The longest `Idempotency-Key` taken.
+const MAX_IDEMPOTENCY_KEY: usize = 512;
+
+/// The request's `Idempotency-Key`: at most [`MAX_IDEMPOTENCY_KEY`] bytes of visible ASCII
 /// (what a header value may hold without escaping).
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, String> {
     let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
@@ -241,11 +249,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, String> {
     if key.is_empty() {
         return Err("the Idempotency-Key header is empty: send a unique id, or no header".into());
     }
-    if key.len() > DedupeId::MAX_BYTES {
+    if key.len() > MAX_IDEMPOTENCY_KEY {
         return Err(format!(
-            "the Idempotency-Key header has {} bytes; at most {} are kept",
-            key.len(),
-            DedupeId::MAX_BYTES
+            "the Idempotency-Key header has {} bytes; at most {MAX_IDEMPOTENCY_KEY} are taken",
+            key.len()
         ));
     }
     Ok(Some(key.to_string()))

@@ -107,6 +107,8 @@ struct ApiState {
     /// Events in the ilert schema as it is: the proxy does not apply the broker mapping
     /// flags.
     router: MessageRouter,
+    /// `--http_idempotency_window` is not 0.
+    honours_idempotency_key: bool,
     client: IlertClient,
     /// Cancelled when shutdown begins: new events are refused with 503 from then on.
     shutdown: CancellationToken,
@@ -132,6 +134,7 @@ impl HttpProxy {
             queue: self.queue.clone(),
             wake,
             router,
+            honours_idempotency_key: !self.idempotency_window.is_zero(),
             client: self.client.clone(),
             shutdown: shutdown.clone(),
             max_body: self.config.max_body,
