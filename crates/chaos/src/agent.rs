@@ -173,12 +173,13 @@ impl Agent {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// Reasons of the dead letters in the SQLite file (`queue dead_letters --json`).
+    /// Reasons of all the dead letters in the SQLite file (`queue dead_letters --json`,
+    /// whose listing stops at 100 unless told otherwise).
     pub fn dead_letter_reasons(&self) -> Result<Vec<String>> {
         let output = std::process::Command::new(&self.binary)
             .arg("-f")
             .arg(self.db())
-            .args(["queue", "dead_letters", "--json"])
+            .args(["queue", "dead_letters", "--json", "--limit", "4294967295"])
             .output()
             .context("running ilagent queue dead_letters")?;
         Ok(String::from_utf8_lossy(&output.stdout)
