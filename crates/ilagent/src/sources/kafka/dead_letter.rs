@@ -26,6 +26,10 @@ pub mod headers {
     pub const REJECT_KIND: &str = "ilagent.reject.kind";
     pub const ATTEMPTS: &str = "ilagent.attempts";
     pub const FAILED_AT: &str = "ilagent.failed.at";
+    /// The names of the consumer-patterns note (seed 004), for tools that read those: the
+    /// reason and the time again.
+    pub const ERROR_MESSAGE: &str = "error-message";
+    pub const FAILED_AT_ISO: &str = "failed-at";
 }
 
 pub struct DeadLetter {
@@ -59,7 +63,7 @@ impl DeadLetter {
         let offset = job.ticket.offset.to_string();
         let attempts = attempts.to_string();
         let mut record_headers =
-            OwnedHeaders::new_with_capacity(job.message.meta.headers.len() + 7);
+            OwnedHeaders::new_with_capacity(job.message.meta.headers.len() + 9);
         for (key, value) in &job.message.meta.headers {
             record_headers = record_headers.insert(Header {
                 key,
@@ -74,6 +78,8 @@ impl DeadLetter {
             (headers::REJECT_KIND, kind),
             (headers::ATTEMPTS, attempts.as_str()),
             (headers::FAILED_AT, failed_at.as_str()),
+            (headers::ERROR_MESSAGE, reason),
+            (headers::FAILED_AT_ISO, failed_at.as_str()),
         ] {
             record_headers = record_headers.insert(Header {
                 key,
