@@ -8,11 +8,11 @@ mod common;
 mod http_support;
 mod mqtt_support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{
     Agent, committed, create_topic, eventually, kafka_args, produce, producer, run_ilagent, unique,
+    write_config,
 };
 use http_support::{scrape, value};
 use ilert_standin::{Behaviour, StandIn};
@@ -21,21 +21,8 @@ use testkit::{Mosquitto, MosquittoConfig, Tansu, free_port};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn write_config(dir: &tempfile::TempDir, text: &str) -> PathBuf {
-    let path = dir.path().join("ilagent.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn start(stand_in: &StandIn, args: &[&str]) -> Agent {
-    let url = stand_in.url();
-    Agent::start(
-        args,
-        &[
-            ("ILERT_API_URL", url.as_str()),
-            ("ILAGENT_ILERT_BEAT_URL", url.as_str()),
-        ],
-    )
+    common::start_against(stand_in, args, &[])
 }
 
 /// How many times ilert accepted an event whose custom details carry `id`.

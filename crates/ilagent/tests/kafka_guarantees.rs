@@ -474,8 +474,16 @@ async fn a_rejected_key_goes_to_the_dead_letter_topic_with_headers_while_other_k
         let attempts = if *kind == "permanent" { "1" } else { "0" };
         assert_eq!(header("ilagent.attempts"), attempts, "{context}");
         // The consumer-patterns note's names carry the same.
-        assert_eq!(header("error-message"), header("ilagent.reason"), "{context}");
-        assert_eq!(header("failed-at"), header("ilagent.failed.at"), "{context}");
+        assert_eq!(
+            header("error-message"),
+            header("ilagent.reason"),
+            "{context}"
+        );
+        assert_eq!(
+            header("failed-at"),
+            header("ilagent.failed.at"),
+            "{context}"
+        );
         let failed_at = header("ilagent.failed.at");
         let failed_at = humantime::parse_rfc3339(failed_at)
             .unwrap_or_else(|e| panic!("failed.at `{failed_at}` is not RFC 3339: {e}"));

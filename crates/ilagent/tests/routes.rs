@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{
     Agent, committed, create_topic, eventually, kafka_args, produce, producer, read_topic,
-    run_ilagent, unique,
+    run_ilagent, unique, write_config,
 };
 use ilert_standin::StandIn;
 use serde_json::{Value, json};
@@ -19,20 +19,8 @@ use testkit::{Mosquitto, MosquittoConfig, Tansu, free_port};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn write_config(dir: &tempfile::TempDir, text: &str) -> PathBuf {
-    let path = dir.path().join("ilagent.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn start(stand_in: &StandIn, args: &[&str], extra_env: &[(&str, &str)]) -> Agent {
-    let url = stand_in.url();
-    let mut env = vec![
-        ("ILERT_API_URL", url.as_str()),
-        ("ILAGENT_ILERT_BEAT_URL", url.as_str()),
-    ];
-    env.extend_from_slice(extra_env);
-    Agent::start(args, &env)
+    common::start_against(stand_in, args, extra_env)
 }
 
 fn event_paths(stand_in: &StandIn) -> Vec<(String, Value)> {

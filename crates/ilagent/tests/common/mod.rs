@@ -412,3 +412,26 @@ pub async fn wait_for_stat(db: &std::path::Path, name: &str, holds: impl Fn(u64)
     }
     false
 }
+
+/// Writes `text` as `ilagent.toml` in `dir` (a configuration file for `--config`).
+pub fn write_config(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+    let path = dir.path().join("ilagent.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts the agent with `args` against `stand_in` (events and heartbeats), with
+/// `extra_env` besides.
+pub fn start_against(
+    stand_in: &ilert_standin::StandIn,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> Agent {
+    let url = stand_in.url();
+    let mut env = vec![
+        ("ILERT_API_URL", url.as_str()),
+        ("ILAGENT_ILERT_BEAT_URL", url.as_str()),
+    ];
+    env.extend_from_slice(extra_env);
+    Agent::start(args, &env)
+}
