@@ -336,7 +336,7 @@ async fn configuration_errors_stop_the_agent_with_exit_2_naming_the_file_line_an
         ),
         (
             "kafka_brokers = \"localhost:9092\"\nkafka_grup_id = \"g\"\n",
-            ":2:17: unknown key `kafka_grup_id`",
+            ":2:1: unknown key `kafka_grup_id`",
         ),
         (
             "mqtt_host = \"localhost\"\nmqtt_port = \"high\"\n",

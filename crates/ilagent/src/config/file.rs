@@ -68,8 +68,9 @@ impl Located {
 #[derive(Debug)]
 pub struct ConfigFile {
     pub located: Located,
-    /// The flags it sets: long name and value, in the order written.
-    flags: Vec<(String, Spanned<toml::Value>)>,
+    /// The flags it sets: long name (with where it is written) and value, in the order
+    /// written.
+    flags: Vec<(Spanned<String>, Spanned<toml::Value>)>,
     routes: Vec<RouteSpec>,
 }
 
@@ -107,10 +108,10 @@ impl ConfigFile {
         };
         let top: SpannedTop = toml::from_str(&located.text).map_err(parse_error)?;
         let routes: Routes = toml::from_str(&located.text).map_err(parse_error)?;
-        let mut flags: Vec<(String, Spanned<toml::Value>)> = top
+        let mut flags: Vec<(Spanned<String>, Spanned<toml::Value>)> = top
             .0
             .into_iter()
-            .filter(|(key, _)| key != "route")
+            .filter(|(key, _)| key.get_ref() != "route")
             .collect();
         flags.sort_by_key(|(_, v)| v.span().start);
         Ok(ConfigFile {
@@ -138,13 +139,15 @@ impl ConfigFile {
         let daemon = command.find_subcommand(DAEMON);
         let daemon_matches = matches.subcommand_matches(DAEMON);
         let mut out = FileArgs::default();
-        for (key, value) in &self.flags {
+        for (spanned_key, value) in &self.flags {
+            let key = spanned_key.get_ref();
             let found = daemon
                 .and_then(|d| find_arg(d, key).map(|a| (a, daemon_matches, true)))
                 .or_else(|| find_arg(command, key).map(|a| (a, Some(matches), false)));
             let Some((arg, owner_matches, is_daemon)) = found else {
+                // At the key: the value is not what is wrong.
                 return Err(self.located.error(
-                    value.span(),
+                    spanned_key.span(),
                     format!(
                         "unknown key `{key}`: the file takes the long names of the daemon's flags (see `ilagent daemon --help`) and [[route]] tables"
                     ),
@@ -252,7 +255,7 @@ pub struct FileArgs {
 
 /// Top-level keys with their spans.
 #[derive(serde::Deserialize)]
-struct SpannedTop(std::collections::BTreeMap<String, Spanned<toml::Value>>);
+struct SpannedTop(std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>>);
 
 /// `env:NAME` and `file:PATH` read; any other string as it is.
 pub(crate) fn resolve(text: &str) -> Result<String, String> {
