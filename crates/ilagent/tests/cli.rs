@@ -772,3 +772,45 @@ async fn a_password_inside_an_invalid_ilert_url_is_not_printed() {
         assert!(text.contains("user:****@"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn a_queue_listing_cut_at_its_limit_says_so_on_stderr_and_status_counts_the_accepted_ids() {
+    use ilagent::message::SourceKind;
+    use ilagent::queue::{NewDeadLetter, Store, StoredMeta};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db3");
+    let mut store = Store::open(&db).unwrap();
+    for n in 0..3 {
+        store
+            .add_dead_letter(&NewDeadLetter {
+                queue_id: None,
+                source: SourceKind::Mqtt,
+                topic: "plant/alarms".into(),
+                payload: format!("frame {n}").into_bytes(),
+                meta: StoredMeta::default(),
+                order_key: None,
+                kind: "invalid".into(),
+                reason: "not JSON".into(),
+                attempts: 0,
+                created_at_ms: 1,
+            })
+            .unwrap();
+    }
+    drop(store);
+    let db = db.display().to_string();
+
+    let cut = ilagent(None, &["-f", &db, "queue", "dead_letters", "--limit", "2"]).await;
+    assert!(cut.status.success());
+    assert_eq!(String::from_utf8_lossy(&cut.stdout).lines().count(), 2);
+    let stderr = String::from_utf8_lossy(&cut.stderr);
+    assert!(stderr.contains("2 of 3 dead letters shown"), "{stderr}");
+
+    let all = ilagent(None, &["-f", &db, "queue", "dead_letters"]).await;
+    assert_eq!(String::from_utf8_lossy(&all.stdout).lines().count(), 3);
+    assert!(all.stderr.is_empty(), "nothing cut, nothing said");
+
+    let status = ilagent(None, &["-f", &db, "queue", "status"]).await;
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.lines().any(|l| l == "dead_letters 3"), "{status}");
+    assert!(status.lines().any(|l| l == "accepted_ids 0"), "{status}");
+}

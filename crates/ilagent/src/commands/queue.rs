@@ -3,7 +3,7 @@
 //!
 //! Output is for scripts as much as for people: `status` prints `name value` lines, the
 //! listings print one tab-separated line per row (or JSON lines), the actions print what
-//! they changed. Nothing else goes to stdout.
+//! they changed. Nothing else goes to stdout; a listing cut at `--limit` says so on stderr.
 
 use std::path::Path;
 
@@ -22,6 +22,14 @@ pub async fn run(global: &GlobalArgs, args: QueueArgs) -> Exit {
         }
         Ok(Err(error)) => Exit::Failed(error),
         Err(error) => Exit::Failed(format!("the queue command failed: {error}")),
+    }
+}
+
+/// Tells (on stderr, so that scripts reading stdout see rows only) that a listing stopped
+/// at `--limit`.
+fn say_if_cut(what: &str, shown: usize, total: u64) {
+    if (shown as u64) < total {
+        eprintln!("ilagent queue: {shown} of {total} {what} shown; --limit N shows more");
     }
 }
 
@@ -44,14 +52,22 @@ fn execute(path: &Path, command: QueueCommand) -> Result<String, String> {
             if let Some(oldest) = stats.oldest_queued_at_ms {
                 out.push_str(&format!("oldest_queued_at {}\n", time(oldest)));
             }
+            let ids = store.accepted_count().map_err(|e| e.to_string())?;
+            out.push_str(&format!("accepted_ids {ids}\n"));
         }
         QueueCommand::List { limit } => {
-            for row in store.list_queued(limit).map_err(|e| e.to_string())? {
+            let rows = store.list_queued(limit).map_err(|e| e.to_string())?;
+            let total = store.stats().map_err(|e| e.to_string())?.queued;
+            say_if_cut("queued messages", rows.len(), total);
+            for row in rows {
                 out.push_str(&queued_line(&row));
             }
         }
         QueueCommand::DeadLetters { limit, json } => {
-            for letter in store.list_dead_letters(limit).map_err(|e| e.to_string())? {
+            let letters = store.list_dead_letters(limit).map_err(|e| e.to_string())?;
+            let total = store.stats().map_err(|e| e.to_string())?.dead_letters;
+            say_if_cut("dead letters", letters.len(), total);
+            for letter in letters {
                 if json {
                     out.push_str(&dead_letter_json(&letter));
                     out.push('\n');
