@@ -178,7 +178,10 @@ async fn the_queue_commands_list_requeue_and_purge_dead_letters() {
     assert_eq!(code, Some(0), "{out}");
 
     let (_, status) = queue_command(&db_file, &["status"]).await;
-    assert_eq!(status, "queued 0\nretrying 0\ndead_letters 2\naccepted_ids 0\n");
+    assert_eq!(
+        status,
+        "queued 0\nretrying 0\ndead_letters 2\naccepted_ids 0\n"
+    );
     let (_, letters) = queue_command(&db_file, &["dead_letters"]).await;
     let ids: Vec<&str> = letters
         .lines()

@@ -277,7 +277,10 @@ async fn a_spilled_message_is_deleted_from_the_file_once_its_live_delivery_succe
     let (code, log) = agent.stop().await;
     assert_eq!(code, Some(0), "{log}");
     let (_, status) = queue_command(&db_file, &["status"]).await;
-    assert_eq!(status, "queued 0\nretrying 0\ndead_letters 0\naccepted_ids 0\n");
+    assert_eq!(
+        status,
+        "queued 0\nretrying 0\ndead_letters 0\naccepted_ids 0\n"
+    );
 }
 
 #[tokio::test]
