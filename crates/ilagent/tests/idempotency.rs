@@ -66,15 +66,18 @@ async fn what_kafka_redelivers_after_a_sigkill_is_not_sent_again_when_ilert_acce
     let mut behaviour = Behaviour::default();
     behaviour.key_status.insert("il1api-down".into(), 503);
     stand_in.set_behaviour(behaviour);
-    let (topic, group) = (unique("orders"), unique("group"));
+    let (topic, group, dlq) = (unique("orders"), unique("group"), unique("dlq"));
     create_topic(&bootstrap, &topic, 1).await;
+    create_topic(&bootstrap, &dlq, 1).await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("q.db3");
+    // With a dead-letter topic Kafka needs no file of its own: the route's ids open it.
     let config = write_config(
         &dir,
         &format!(
             r#"
 file = "{db}"
+kafka_dlq_topic = "{dlq}"
 
 [[route]]
 name = "orders"

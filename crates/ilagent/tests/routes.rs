@@ -490,6 +490,7 @@ async fn an_http_route_maps_what_is_posted_to_its_path_and_refuses_what_it_canno
             r#"
 port = {port}
 http_bind = "127.0.0.1"
+http_token = "hook-token"
 file = "{db}"
 
 [[route]]
@@ -514,7 +515,8 @@ alert_key = '.fingerprint'
         let (client, url) = (client.clone(), url.clone());
         async move {
             for _ in 0..100 {
-                if let Ok(response) = client.post(&url).body(body).send().await {
+                let request = client.post(&url).bearer_auth("hook-token").body(body);
+                if let Ok(response) = request.send().await {
                     let status = response.status().as_u16();
                     let json: Value = response.json().await.unwrap_or(Value::Null);
                     return (status, json);
@@ -554,6 +556,12 @@ alert_key = '.fingerprint'
             .unwrap_or_default()
             .contains("route `webhook`: field `summary` failed"),
         "{body}"
+    );
+    let unauthorized = client.post(&url).body("{}").send().await.unwrap();
+    assert_eq!(
+        unauthorized.status(),
+        401,
+        "a route's path needs the token too"
     );
     let (status, body) = post("not json at all").await;
     assert_eq!(

@@ -15,7 +15,7 @@
 //! delivered (a duplicate is better than a lost alert) and the failure is logged.
 //!
 //! The table is kept small on a timer ([`prune_accepted_ids`]): ids whose window passed are
-//! deleted, and beyond `--dedupe_max_ids` the oldest go first.
+//! deleted, and beyond `--dedupe_max_ids` those nearest the end of their window go first.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

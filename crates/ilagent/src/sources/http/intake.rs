@@ -40,10 +40,7 @@ pub async fn post_event(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let path = path.as_str().to_string();
-    let response = accept(&api, &path, Takes::IlertEvents, &headers, body).await;
-    events::http_request("events", response.status().as_u16());
-    response
+    answer(&api, &path, Takes::IlertEvents, &headers, body).await
 }
 
 /// A path of an http route (`[[route]] source = "http"`): any body the route can map (JSON
@@ -54,9 +51,23 @@ pub async fn post_routed(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let path = path.as_str().to_string();
-    let response = accept(&api, &path, Takes::Routed, &headers, body).await;
-    events::http_request("routed", response.status().as_u16());
+    answer(&api, &path, Takes::Routed, &headers, body).await
+}
+
+/// [`accept`], counted by what the path takes.
+async fn answer(
+    api: &ApiState,
+    path: &MatchedPath,
+    takes: Takes,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let response = accept(api, path.as_str(), takes, headers, body).await;
+    let label = match takes {
+        Takes::IlertEvents => "events",
+        Takes::Routed => "routed",
+    };
+    events::http_request(label, response.status().as_u16());
     response
 }
 
