@@ -8,30 +8,18 @@ use clap::{Args, ValueEnum};
 
 use super::parse_duration;
 
+/// Where the brokers are and how to log in: shared by the consumer (`daemon`) and by
+/// `produce` and `replay`.
 #[derive(Debug, Args)]
 #[command(rename_all = "snake_case")]
-pub struct KafkaArgs {
+pub struct KafkaConnectionArgs {
     /// Kafka bootstrap brokers, comma- or space-separated (starts the Kafka source).
     #[arg(long, env = "ILAGENT_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
 
-    /// Kafka consumer group id.
-    #[arg(long, env = "ILAGENT_KAFKA_GROUP_ID", default_value = "ilagent")]
-    pub kafka_group_id: String,
-
     /// Client id the brokers see in their logs and quotas.
     #[arg(long, env = "ILAGENT_KAFKA_CLIENT_ID", default_value = "ilagent")]
     pub kafka_client_id: String,
-
-    /// Where a group with no committed offset starts: `latest` skips the backlog,
-    /// `earliest` delivers everything still in the topic.
-    #[arg(long, env = "ILAGENT_KAFKA_AUTO_OFFSET_RESET", value_enum, default_value_t = OffsetReset::Latest)]
-    pub kafka_auto_offset_reset: OffsetReset,
-
-    /// Start offsets for a first start or a replay: `topic:partition:offset,...`
-    /// (offset is a number, `earliest` or `latest`). Applied once per process start.
-    #[arg(long, env = "ILAGENT_KAFKA_OFFSETS", value_delimiter = ',')]
-    pub kafka_offsets: Vec<String>,
 
     /// plaintext, ssl, sasl_plaintext or sasl_ssl.
     #[arg(long, env = "ILAGENT_KAFKA_SECURITY_PROTOCOL", value_enum)]
@@ -61,9 +49,31 @@ pub struct KafkaArgs {
     #[arg(long, env = "ILAGENT_KAFKA_SSL_KEY")]
     pub kafka_ssl_key: Option<PathBuf>,
 
-    /// Any librdkafka consumer property as key=value (repeatable), applied last.
+    /// Any librdkafka property as key=value (repeatable), applied last (to the producer
+    /// only those of the connection: security., sasl., ssl., socket., broker., …).
     #[arg(long, env = "ILAGENT_KAFKA_PROPERTY", value_delimiter = ';')]
     pub kafka_property: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct KafkaArgs {
+    #[command(flatten)]
+    pub connection: KafkaConnectionArgs,
+
+    /// Kafka consumer group id.
+    #[arg(long, env = "ILAGENT_KAFKA_GROUP_ID", default_value = "ilagent")]
+    pub kafka_group_id: String,
+
+    /// Where a group with no committed offset starts: `latest` skips the backlog,
+    /// `earliest` delivers everything still in the topic.
+    #[arg(long, env = "ILAGENT_KAFKA_AUTO_OFFSET_RESET", value_enum, default_value_t = OffsetReset::Latest)]
+    pub kafka_auto_offset_reset: OffsetReset,
+
+    /// Start offsets for a first start or a replay: `topic:partition:offset,...`
+    /// (offset is a number, `earliest` or `latest`). Applied once per process start.
+    #[arg(long, env = "ILAGENT_KAFKA_OFFSETS", value_delimiter = ',')]
+    pub kafka_offsets: Vec<String>,
 
     /// Topic that receives messages which can never be delivered, with headers saying why.
     /// Without it they go to the dead letters of the SQLite file (-f), and transient

@@ -19,13 +19,15 @@ use crate::ilert::{EventType, Priority};
 mod daemon;
 mod kafka;
 mod mqtt;
+mod produce;
 mod queue;
 mod queue_file;
 mod service_links;
 
 pub use daemon::DaemonArgs;
-pub use kafka::{KafkaArgs, OffsetReset, SaslMechanism, SecurityProtocol};
-pub use mqtt::{MqttArgs, MqttVersion, parse_size};
+pub use kafka::{KafkaArgs, KafkaConnectionArgs, OffsetReset, SaslMechanism, SecurityProtocol};
+pub use mqtt::{MqttArgs, MqttConnectionArgs, MqttVersion, parse_size};
+pub use produce::{ProduceArgs, ReplayArgs};
 pub use queue::{QueueArgs, QueueCommand};
 pub use queue_file::QueueFileArgs;
 
@@ -172,6 +174,14 @@ pub enum Command {
     /// Check the configuration (--config) and run its route tests; exit 0 only if every
     /// test passes.
     Check(CheckArgs),
+    /// Publish messages to a Kafka or MQTT topic and wait for the broker's
+    /// acknowledgements; prints one JSON line per message and exits 0 only when every one
+    /// was acknowledged.
+    Produce(Box<ProduceArgs>),
+    /// Move the dead letters of a Kafka dead-letter topic back to the topics they came
+    /// from, once their cause is fixed; committed on the dead-letter topic only after the
+    /// source topic acknowledged them.
+    Replay(Box<ReplayArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -207,7 +217,7 @@ pub enum MapSource {
 #[command(rename_all = "snake_case")]
 pub struct CheckArgs {}
 
-fn parse_header(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_header(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("`{text}` is not name=value"))
@@ -376,7 +386,7 @@ mod tests {
         let Command::Daemon(args) = cli.command else {
             panic!("daemon expected")
         };
-        assert_eq!(args.mqtt.mqtt_host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(args.mqtt.connection.mqtt_host.as_deref(), Some("127.0.0.1"));
         assert_eq!(args.mqtt.mqtt_qos, 1);
         assert_eq!(args.event_topics, ["ilert/events"]);
         assert_eq!(args.heartbeat_topics, ["ilert/heartbeats"]);
@@ -430,7 +440,10 @@ mod tests {
         let Command::Daemon(args) = cli.command else {
             panic!("daemon expected")
         };
-        assert_eq!(args.kafka.kafka_brokers.as_deref(), Some("localhost:9092"));
+        assert_eq!(
+            args.kafka.connection.kafka_brokers.as_deref(),
+            Some("localhost:9092")
+        );
         assert_eq!(args.map_val_etype_resolve.as_deref(), Some("CLR"));
         assert_eq!(args.shift_offset, -1);
     }

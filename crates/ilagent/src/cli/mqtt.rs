@@ -8,9 +8,12 @@ use clap::{Args, ValueEnum};
 
 use super::parse_duration;
 
+/// Where the broker is and how to log in: shared by the source (`daemon`) and `produce`.
+/// The client id (`-n`) is not here: each command has its own default, so that a
+/// `produce` does not take over the daemon's session.
 #[derive(Debug, Args)]
 #[command(rename_all = "snake_case")]
-pub struct MqttArgs {
+pub struct MqttConnectionArgs {
     /// MQTT broker host (starts the MQTT source).
     #[arg(short = 'm', long, env = "ILAGENT_MQTT_HOST")]
     pub mqtt_host: Option<String>,
@@ -18,15 +21,6 @@ pub struct MqttArgs {
     /// MQTT broker port.
     #[arg(short = 'q', long, env = "ILAGENT_MQTT_PORT", default_value_t = 1883)]
     pub mqtt_port: u16,
-
-    /// MQTT client id; also names the broker-side session that keeps unacknowledged messages.
-    #[arg(
-        short = 'n',
-        long,
-        env = "ILAGENT_MQTT_NAME",
-        default_value = "ilagent"
-    )]
-    pub mqtt_name: String,
 
     /// User name for the broker login (needs a password).
     #[arg(long, env = "ILAGENT_MQTT_USERNAME")]
@@ -52,6 +46,30 @@ pub struct MqttArgs {
     #[arg(long, env = "ILAGENT_MQTT_CLIENT_KEY")]
     pub mqtt_client_key: Option<PathBuf>,
 
+    /// MQTT protocol version: 3 (3.1.1) or 5. Default: 5 with --mqtt_shared_group, else 3.
+    #[arg(long, env = "ILAGENT_MQTT_VERSION", value_enum)]
+    pub mqtt_version: Option<MqttVersion>,
+
+    /// Largest MQTT packet accepted, in bytes (suffixes KiB and MiB allowed).
+    #[arg(long, env = "ILAGENT_MQTT_MAX_PACKET_SIZE", value_parser = parse_size, default_value = "1MiB")]
+    pub mqtt_max_packet_size: usize,
+}
+
+#[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct MqttArgs {
+    #[command(flatten)]
+    pub connection: MqttConnectionArgs,
+
+    /// MQTT client id; also names the broker-side session that keeps unacknowledged messages.
+    #[arg(
+        short = 'n',
+        long,
+        env = "ILAGENT_MQTT_NAME",
+        default_value = "ilagent"
+    )]
+    pub mqtt_name: String,
+
     /// How often the certificate files are checked for changes (then the agent reconnects
     /// with them, if they are valid).
     #[arg(long, env = "ILAGENT_MQTT_TLS_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "30s")]
@@ -70,14 +88,6 @@ pub struct MqttArgs {
     /// agents split the stream.
     #[arg(long, env = "ILAGENT_MQTT_SHARED_GROUP")]
     pub mqtt_shared_group: Option<String>,
-
-    /// MQTT protocol version: 3 (3.1.1) or 5. Default: 5 with --mqtt_shared_group, else 3.
-    #[arg(long, env = "ILAGENT_MQTT_VERSION", value_enum)]
-    pub mqtt_version: Option<MqttVersion>,
-
-    /// Largest MQTT packet accepted, in bytes (suffixes KiB and MiB allowed).
-    #[arg(long, env = "ILAGENT_MQTT_MAX_PACKET_SIZE", value_parser = parse_size, default_value = "1MiB")]
-    pub mqtt_max_packet_size: usize,
 
     /// Messages delivered in parallel across alert keys (and held in memory) at most.
     #[arg(long, env = "ILAGENT_MQTT_MAX_IN_FLIGHT", default_value_t = 256)]

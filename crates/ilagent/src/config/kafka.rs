@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::UsageError;
-use crate::cli::{KafkaArgs, OffsetReset, SaslMechanism, SecurityProtocol};
+use crate::cli::{KafkaArgs, KafkaConnectionArgs, OffsetReset, SaslMechanism, SecurityProtocol};
 use crate::secret::Secret;
 
 /// Properties the agent relies on for at-least-once delivery, with the only value it
@@ -53,16 +53,39 @@ pub struct KafkaSecurity {
     pub ssl_key: Option<PathBuf>,
 }
 
+/// Where the brokers are and how to reach them: the consumer's, and that of `produce` and
+/// `replay`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KafkaConfig {
+pub struct KafkaConnection {
     pub brokers: Vec<String>,
-    pub group_id: String,
     pub client_id: String,
-    pub auto_offset_reset: OffsetReset,
-    pub start_offsets: Vec<StartOffset>,
     pub security: KafkaSecurity,
     /// `--kafka_property` pairs, in order; applied after everything else.
     pub properties: Vec<(String, String)>,
+}
+
+impl KafkaConnection {
+    /// `None` when `--kafka_brokers` is not given.
+    pub fn from_args(args: &KafkaConnectionArgs) -> Result<Option<KafkaConnection>, UsageError> {
+        let Some(brokers) = args.kafka_brokers.as_deref() else {
+            return Ok(None);
+        };
+        non_empty("--kafka_client_id", &args.kafka_client_id)?;
+        Ok(Some(KafkaConnection {
+            brokers: brokers_list(brokers)?,
+            client_id: args.kafka_client_id.trim().to_string(),
+            security: security(args)?,
+            properties: properties(&args.kafka_property)?,
+        }))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaConfig {
+    pub connection: KafkaConnection,
+    pub group_id: String,
+    pub auto_offset_reset: OffsetReset,
+    pub start_offsets: Vec<StartOffset>,
     pub dlq_topic: Option<String>,
     pub max_in_flight: usize,
     pub max_buffered: usize,
@@ -72,11 +95,11 @@ pub struct KafkaConfig {
 impl KafkaConfig {
     /// `None` when `--kafka_brokers` is not given.
     pub fn from_args(args: &KafkaArgs) -> Result<Option<KafkaConfig>, UsageError> {
-        let Some(brokers) = args.kafka_brokers.as_deref() else {
+        let Some(connection) = KafkaConnection::from_args(&args.connection)? else {
             return Ok(None);
         };
-        let properties = properties(&args.kafka_property)?;
-        let session_timeout = properties
+        let session_timeout = connection
+            .properties
             .iter()
             .rev()
             .find(|(k, _)| k == "session.timeout.ms")
@@ -102,19 +125,15 @@ impl KafkaConfig {
             ));
         }
         non_empty("--kafka_group_id", &args.kafka_group_id)?;
-        non_empty("--kafka_client_id", &args.kafka_client_id)?;
         Ok(Some(KafkaConfig {
-            brokers: brokers_list(brokers)?,
+            connection,
             group_id: args.kafka_group_id.trim().to_string(),
-            client_id: args.kafka_client_id.trim().to_string(),
             auto_offset_reset: args.kafka_auto_offset_reset,
             start_offsets: args
                 .kafka_offsets
                 .iter()
                 .map(|o| start_offset(o))
                 .collect::<Result<_, _>>()?,
-            security: security(args)?,
-            properties,
             dlq_topic: args
                 .kafka_dlq_topic
                 .as_deref()
@@ -127,7 +146,7 @@ impl KafkaConfig {
     }
 }
 
-fn non_empty<'a>(flag: &str, value: &'a str) -> Result<&'a str, UsageError> {
+pub(crate) fn non_empty<'a>(flag: &str, value: &'a str) -> Result<&'a str, UsageError> {
     let value = value.trim();
     if value.is_empty() {
         Err(UsageError(format!(
@@ -162,7 +181,7 @@ fn brokers_list(brokers: &str) -> Result<Vec<String>, UsageError> {
     Ok(brokers)
 }
 
-fn start_offset(text: &str) -> Result<StartOffset, UsageError> {
+pub(crate) fn start_offset(text: &str) -> Result<StartOffset, UsageError> {
     let bad = || {
         UsageError(format!(
             "--kafka_offsets: `{text}` is not topic:partition:offset, e.g. events:0:1200 or events:1:earliest"
@@ -211,7 +230,7 @@ fn properties(pairs: &[String]) -> Result<Vec<(String, String)>, UsageError> {
     Ok(properties)
 }
 
-fn security(args: &KafkaArgs) -> Result<KafkaSecurity, UsageError> {
+fn security(args: &KafkaConnectionArgs) -> Result<KafkaSecurity, UsageError> {
     let username = args
         .kafka_username
         .as_deref()

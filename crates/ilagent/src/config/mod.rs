@@ -25,8 +25,10 @@ pub(crate) mod file;
 mod kafka;
 mod mqtt;
 
-pub use kafka::{KafkaConfig, KafkaSecurity, StartOffset, StartPosition};
-pub use mqtt::MqttConfig;
+pub(crate) use kafka::non_empty as kafka_non_empty;
+pub use kafka::{KafkaConfig, KafkaConnection, KafkaSecurity, StartOffset, StartPosition};
+pub(crate) use mqtt::client_id as mqtt_client_id;
+pub use mqtt::{MqttBroker, MqttConfig};
 
 /// A flag or combination of flags that cannot work; the message names the flag and the fix.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::UsageError;
-use crate::cli::{MqttArgs, MqttVersion};
+use crate::cli::{MqttArgs, MqttConnectionArgs, MqttVersion};
 use crate::secret::Secret;
 use crate::sources::mqtt::tls::TlsFiles;
 
@@ -40,36 +40,14 @@ pub struct MqttConfig {
 impl MqttConfig {
     /// `None` when `-m/--mqtt_host` is not given.
     pub fn from_args(args: &MqttArgs) -> Result<Option<MqttConfig>, UsageError> {
-        let Some(host) = args.mqtt_host.as_deref() else {
+        let Some(broker) = MqttBroker::from_args(&args.connection)? else {
             return Ok(None);
         };
-        let host = host.trim();
-        if host.is_empty() {
-            return Err(UsageError::new(
-                "-m/--mqtt_host is empty: give the broker's host, e.g. -m 127.0.0.1",
-            ));
-        }
-        if args.mqtt_port == 0 {
-            return Err(UsageError::new(
-                "-q/--mqtt_port 0 is not a port: the MQTT default is 1883",
-            ));
-        }
-        let client_id = args.mqtt_name.trim();
-        if client_id.is_empty() {
-            return Err(UsageError::new(
-                "-n/--mqtt_name is empty: give a client id, e.g. -n ilagent",
-            ));
-        }
+        let client_id = client_id(&args.mqtt_name)?;
         if args.mqtt_qos == 0 && !args.mqtt_buffer {
             return Err(UsageError::new(
                 "--mqtt_qos 0 needs --mqtt_buffer: with QoS 0 there is no broker acknowledgement to delay when ilert delivery fails; use --mqtt_qos 1 or 2, or add --mqtt_buffer to accept QoS 0 messages",
             ));
-        }
-        if !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&args.mqtt_max_packet_size) {
-            return Err(UsageError::new(format!(
-                "--mqtt_max_packet_size {} is out of range: give between 1KiB and 256MiB; the default is 1MiB",
-                args.mqtt_max_packet_size
-            )));
         }
         if args.mqtt_max_in_flight == 0 {
             return Err(UsageError::new(
@@ -92,23 +70,26 @@ impl MqttConfig {
             ));
         }
         let shared_group = shared_group(args.mqtt_shared_group.as_deref())?;
-        let version = args.mqtt_version.unwrap_or(if shared_group.is_some() {
-            MqttVersion::V5
-        } else {
-            MqttVersion::V3
-        });
+        let version = args
+            .connection
+            .mqtt_version
+            .unwrap_or(if shared_group.is_some() {
+                MqttVersion::V5
+            } else {
+                MqttVersion::V3
+            });
         Ok(Some(MqttConfig {
-            host: host.to_string(),
-            port: args.mqtt_port,
-            client_id: client_id.to_string(),
+            host: broker.host,
+            port: broker.port,
+            client_id,
             version,
             qos: args.mqtt_qos,
-            credentials: credentials(args)?,
-            tls: tls(args)?,
+            credentials: broker.credentials,
+            tls: broker.tls,
             tls_reload_interval: args.mqtt_tls_reload_interval,
             buffer: args.mqtt_buffer,
             shared_group,
-            max_packet_size: args.mqtt_max_packet_size,
+            max_packet_size: broker.max_packet_size,
             max_in_flight: args.mqtt_max_in_flight,
             max_unacked: args.mqtt_max_unacked,
             spill_after: args.mqtt_spill_after,
@@ -124,6 +105,61 @@ impl MqttConfig {
     }
 }
 
+/// The broker and the login: what the source and `produce` both need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttBroker {
+    pub host: String,
+    pub port: u16,
+    pub credentials: Option<(String, Secret)>,
+    /// `None`: plain TCP.
+    pub tls: Option<TlsFiles>,
+    pub max_packet_size: usize,
+}
+
+impl MqttBroker {
+    /// `None` when `-m/--mqtt_host` is not given.
+    pub fn from_args(args: &MqttConnectionArgs) -> Result<Option<MqttBroker>, UsageError> {
+        let Some(host) = args.mqtt_host.as_deref() else {
+            return Ok(None);
+        };
+        let host = host.trim();
+        if host.is_empty() {
+            return Err(UsageError::new(
+                "-m/--mqtt_host is empty: give the broker's host, e.g. -m 127.0.0.1",
+            ));
+        }
+        if args.mqtt_port == 0 {
+            return Err(UsageError::new(
+                "-q/--mqtt_port 0 is not a port: the MQTT default is 1883",
+            ));
+        }
+        if !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&args.mqtt_max_packet_size) {
+            return Err(UsageError::new(format!(
+                "--mqtt_max_packet_size {} is out of range: give between 1KiB and 256MiB; the default is 1MiB",
+                args.mqtt_max_packet_size
+            )));
+        }
+        Ok(Some(MqttBroker {
+            host: host.to_string(),
+            port: args.mqtt_port,
+            credentials: credentials(args)?,
+            tls: tls(args)?,
+            max_packet_size: args.mqtt_max_packet_size,
+        }))
+    }
+}
+
+/// `-n/--mqtt_name`, trimmed; never empty.
+pub(crate) fn client_id(name: &str) -> Result<String, UsageError> {
+    let client_id = name.trim();
+    if client_id.is_empty() {
+        return Err(UsageError::new(
+            "-n/--mqtt_name is empty: give a client id, e.g. -n ilagent",
+        ));
+    }
+    Ok(client_id.to_string())
+}
+
 fn shared_group(group: Option<&str>) -> Result<Option<String>, UsageError> {
     let Some(group) = group.map(str::trim) else {
         return Ok(None);
@@ -136,7 +172,7 @@ fn shared_group(group: Option<&str>) -> Result<Option<String>, UsageError> {
     Ok(Some(group.to_string()))
 }
 
-fn credentials(args: &MqttArgs) -> Result<Option<(String, Secret)>, UsageError> {
+fn credentials(args: &MqttConnectionArgs) -> Result<Option<(String, Secret)>, UsageError> {
     let username = args
         .mqtt_username
         .as_deref()
@@ -160,7 +196,7 @@ fn credentials(args: &MqttArgs) -> Result<Option<(String, Secret)>, UsageError> 
     }
 }
 
-fn tls(args: &MqttArgs) -> Result<Option<TlsFiles>, UsageError> {
+fn tls(args: &MqttConnectionArgs) -> Result<Option<TlsFiles>, UsageError> {
     let client = match (&args.mqtt_client_cert, &args.mqtt_client_key) {
         (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
         (None, None) => None,

@@ -1,4 +1,5 @@
-//! librdkafka settings for the consumer and the dead-letter producer.
+//! librdkafka settings for the consumer and the producers (dead letters, `produce`,
+//! `replay`).
 //!
 //! Precedence, as documented: the flags, then the agent's defaults, then every
 //! `--kafka_property` (already checked not to switch off the delivery guarantee).
@@ -6,7 +7,7 @@
 use rdkafka::ClientConfig;
 
 use crate::cli::OffsetReset;
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, KafkaConnection};
 
 /// Pass-through properties that also concern the dead-letter producer (connection and
 /// security); consumer-only properties would only make librdkafka warn there.
@@ -22,7 +23,7 @@ const SHARED_PREFIXES: &[&str] = &[
 ];
 
 pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
-    let mut client = connection(config, &config.client_id);
+    let mut client = connection(&config.connection, &config.connection.client_id);
     client
         .set("group.id", &config.group_id)
         // At least once: the agent stores an offset only once it and everything before it
@@ -50,16 +51,25 @@ pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
             "statistics.interval.ms",
             crate::observe::kafka_stats::INTERVAL_MS.to_string(),
         );
-    for (key, value) in &config.properties {
+    for (key, value) in &config.connection.properties {
         client.set(key, value);
     }
     client
 }
 
-pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
-    let mut client = connection(config, &format!("{}-dead-letter", config.client_id));
-    client.set("acks", "all").set("message.timeout.ms", "30000");
-    for (key, value) in &config.properties {
+/// The consumer of `ilagent replay` on the dead-letter topic: its own group, offsets
+/// committed by hand after the source topic acknowledged, and an end-of-partition event so
+/// that it knows when it is done.
+pub fn replay_consumer_config(connection: &KafkaConnection, group_id: &str) -> ClientConfig {
+    let client_id = format!("{}-replay", connection.client_id);
+    let mut client = self::connection(connection, &client_id);
+    client
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true");
+    for (key, value) in &connection.properties {
         if SHARED_PREFIXES.iter().any(|p| key.starts_with(p)) {
             client.set(key, value);
         }
@@ -67,7 +77,34 @@ pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
     client
 }
 
-fn connection(config: &KafkaConfig, client_id: &str) -> ClientConfig {
+/// The dead-letter producer of the consumer.
+pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
+    let client_id = format!("{}-dead-letter", config.connection.client_id);
+    acknowledged_producer(&config.connection, &client_id, 30_000)
+}
+
+/// A producer whose every message is acknowledged by all in-sync replicas, written once
+/// (librdkafka's idempotent producer: a retry after a lost acknowledgement is not a second
+/// copy, and order per partition holds), and given up after `timeout_ms`.
+pub fn acknowledged_producer(
+    connection: &KafkaConnection,
+    client_id: &str,
+    timeout_ms: u64,
+) -> ClientConfig {
+    let mut client = self::connection(connection, client_id);
+    client
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", timeout_ms.to_string());
+    for (key, value) in &connection.properties {
+        if SHARED_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            client.set(key, value);
+        }
+    }
+    client
+}
+
+fn connection(config: &KafkaConnection, client_id: &str) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", config.brokers.join(","))
@@ -107,13 +144,15 @@ mod tests {
 
     fn config() -> KafkaConfig {
         KafkaConfig {
-            brokers: vec!["a:9092".into(), "b:9092".into()],
+            connection: KafkaConnection {
+                brokers: vec!["a:9092".into(), "b:9092".into()],
+                client_id: "ilagent".into(),
+                security: KafkaSecurity::default(),
+                properties: vec![],
+            },
             group_id: "g".into(),
-            client_id: "ilagent".into(),
             auto_offset_reset: OffsetReset::Latest,
             start_offsets: vec![],
-            security: KafkaSecurity::default(),
-            properties: vec![],
             dlq_topic: None,
             max_in_flight: 256,
             max_buffered: 4096,
@@ -133,7 +172,7 @@ mod tests {
     #[test]
     fn pass_through_properties_come_last_and_win() {
         let mut cfg = config();
-        cfg.properties = vec![
+        cfg.connection.properties = vec![
             ("fetch.wait.max.ms".into(), "1000".into()),
             ("group.instance.id".into(), "a-1".into()),
         ];
@@ -146,7 +185,7 @@ mod tests {
     #[test]
     fn credentials_reach_librdkafka_for_consumer_and_producer() {
         let mut cfg = config();
-        cfg.security = KafkaSecurity {
+        cfg.connection.security = KafkaSecurity {
             protocol: Some(SecurityProtocol::SaslSsl),
             mechanism: Some(SaslMechanism::ScramSha512),
             username: Some("agent".into()),

@@ -12,8 +12,8 @@
 //! - [`context`] serves librdkafka's callbacks: logs, commit results, and rebalances (drain
 //!   revoked partitions, commit, release).
 
-mod client;
-mod context;
+pub(crate) mod client;
+pub(crate) mod context;
 pub mod dead_letter;
 mod ledger;
 mod poll;
@@ -160,7 +160,7 @@ impl KafkaSource {
         )
         .remapping(router.clone());
         tracing::info!(
-            brokers = %self.config.brokers.join(","),
+            brokers = %self.config.connection.brokers.join(","),
             group = %self.config.group_id,
             topics = %routes.subscriptions().join(","),
             "kafka source started"

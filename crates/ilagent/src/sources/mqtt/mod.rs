@@ -18,12 +18,12 @@
 //! Shutdown: stop taking messages, finish in-flight ones until `--shutdown_timeout`, keep
 //! polling so their acknowledgements go out, then DISCONNECT.
 
-mod client;
+pub(crate) mod client;
 mod connection;
 mod intake;
 mod io_thread;
 mod ledger;
-mod options;
+pub(crate) mod options;
 mod settle;
 mod spill;
 pub mod tls;
