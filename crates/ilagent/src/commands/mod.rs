@@ -12,7 +12,9 @@ mod event;
 mod heartbeat;
 mod offline;
 mod oneshot;
+mod produce;
 mod queue;
+mod replay;
 
 use std::process::ExitCode;
 
@@ -70,5 +72,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Queue(args) => queue::run(&cli.global, args).await,
         Command::Map(args) => offline::map::run(&cli.global, args),
         Command::Check(args) => offline::check::run(&cli.global, args),
+        Command::Produce(args) => produce::run(*args).await,
+        Command::Replay(args) => replay::run(*args).await,
     }
 }

@@ -375,6 +375,46 @@ pub async fn run_ilagent(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, 
     )
 }
 
+/// Runs the binary once with `args`, writing `stdin` to its standard input; its exit code,
+/// stdout and stderr. Fails the test if it runs longer than 60 s.
+pub async fn run_ilagent_with_input(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    stdin: &str,
+) -> (Option<i32>, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ilagent"));
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("ILAGENT_KAFKA_BROKERS")
+        .env_remove("ILAGENT_MQTT_HOST")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("ilagent could not be run");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let text = stdin.to_string();
+    let writer = tokio::spawn(async move {
+        let _ = input.write_all(text.as_bytes()).await;
+    });
+    let Ok(output) = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await
+    else {
+        panic!("ilagent {args:?} did not finish within 60 s");
+    };
+    let _ = writer.await;
+    let output = output.expect("ilagent could not be waited for");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Runs `ilagent -f DB queue ARGS`; returns the exit code and stdout.
 pub async fn queue_command(db: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_ilagent"))

@@ -119,18 +119,7 @@ pub fn commit_stored(consumer: &BaseConsumer<AgentContext>, partitions: usize) {
 
 impl ClientContext for AgentContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", facility, "{message}")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
-            RDKafkaLogLevel::Notice => tracing::info!(target: "librdkafka", facility, "{message}"),
-            RDKafkaLogLevel::Info => tracing::debug!(target: "librdkafka", facility, "{message}"),
-            RDKafkaLogLevel::Debug => tracing::trace!(target: "librdkafka", facility, "{message}"),
-        }
+        forward_log(level, facility, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -141,6 +130,44 @@ impl ClientContext for AgentContext {
         crate::observe::kafka_stats::report(statistics);
     }
 }
+
+/// librdkafka's log lines into `tracing`, at the matching level.
+pub(crate) fn forward_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", facility, "{message}")
+        }
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+        RDKafkaLogLevel::Notice => tracing::info!(target: "librdkafka", facility, "{message}"),
+        RDKafkaLogLevel::Info => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        RDKafkaLogLevel::Debug => tracing::trace!(target: "librdkafka", facility, "{message}"),
+    }
+}
+
+/// The context of the command-line clients (`produce`, `replay`): librdkafka's logs into
+/// `tracing`, and its errors as warnings (the command reports what failed per message);
+/// the end of a partition, which `replay` asks for, is no error at all.
+pub(crate) struct ToolContext;
+
+impl ClientContext for ToolContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        forward_log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::warn!(target: "librdkafka", "{error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for ToolContext {}
 
 impl ConsumerContext for AgentContext {
     fn rebalance(
