@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{DeliveryArgs, KafkaArgs, MqttArgs, QueueFileArgs, parse_duration, parse_size};
+use super::{
+    DeliveryArgs, KafkaArgs, MqttArgs, QueueFileArgs, SelfWatchArgs, parse_duration, parse_size,
+};
 
 #[derive(Debug, Args)]
 #[command(rename_all = "snake_case")]
@@ -127,6 +129,9 @@ pub struct DaemonArgs {
 
     #[command(flatten, next_help_heading = "Queue")]
     pub queue_file: QueueFileArgs,
+
+    #[command(flatten, next_help_heading = "Self-monitoring")]
+    pub self_watch: SelfWatchArgs,
 
     /// How long to finish in-flight work after SIGINT or SIGTERM before giving it back
     /// to the broker undelivered.

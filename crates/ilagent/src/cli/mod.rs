@@ -22,6 +22,7 @@ mod mqtt;
 mod produce;
 mod queue;
 mod queue_file;
+mod self_watch;
 mod service_links;
 
 pub use daemon::DaemonArgs;
@@ -30,6 +31,7 @@ pub use mqtt::{MqttArgs, MqttConnectionArgs, MqttVersion, parse_size};
 pub use produce::{ProduceArgs, ReplayArgs};
 pub use queue::{QueueArgs, QueueCommand};
 pub use queue_file::QueueFileArgs;
+pub use self_watch::SelfWatchArgs;
 
 #[derive(Debug, Parser)]
 #[command(

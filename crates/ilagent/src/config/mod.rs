@@ -24,11 +24,13 @@ use crate::sources::http::{HttpConfig, ServerLimits};
 pub(crate) mod file;
 mod kafka;
 mod mqtt;
+mod self_watch;
 
 pub(crate) use kafka::non_empty as kafka_non_empty;
 pub use kafka::{KafkaConfig, KafkaConnection, KafkaSecurity, StartOffset, StartPosition};
 pub(crate) use mqtt::client_id as mqtt_client_id;
 pub use mqtt::{MqttBroker, MqttConfig};
+pub use self_watch::{SelfWatchConfig, Thresholds};
 
 /// A flag or combination of flags that cannot work; the message names the flag and the fix.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -179,6 +181,8 @@ pub struct DaemonConfig {
     pub event_path: Option<EventPath>,
     /// The configuration file's `[[route]]`s, ahead of the flag topics.
     pub routes: Arc<RouteTable>,
+    /// Seed 004's thresholds, and where the agent's own alerts go.
+    pub self_watch: SelfWatchConfig,
 }
 
 impl DaemonConfig {
@@ -330,6 +334,7 @@ impl DaemonConfig {
             shutdown_timeout: positive("--shutdown_timeout", args.shutdown_timeout)?,
             event_path: event_path_flag(args)?,
             routes,
+            self_watch: SelfWatchConfig::from_args(&args.self_watch)?,
         })
     }
 }

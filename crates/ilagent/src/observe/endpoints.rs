@@ -1,5 +1,5 @@
-//! The operations surface: `GET /` (version), `/health` (liveness), `/ready` (readiness)
-//! and `/metrics` (Prometheus text). Served on the proxy's port (`-p`) or on its own
+//! The operations surface: `GET /` (version), `/health` (liveness), `/ready` (readiness),
+//! `/status` (the self-monitoring's conditions) and `/metrics` (Prometheus text). Served on the proxy's port (`-p`) or on its own
 //! (`--metrics_port`), never behind the proxy's token: orchestrators and scrapers probe
 //! without credentials, and nothing here reveals a secret.
 //!
@@ -35,6 +35,7 @@ pub fn router(ops: Ops) -> Router {
         .route("/", get(version))
         .route("/health", get(liveness))
         .route("/ready", get(readiness))
+        .route("/status", get(self_status))
         .route("/metrics", get(metrics))
         .with_state(ops)
 }
@@ -68,6 +69,12 @@ async fn readiness(State(ops): State<Ops>) -> Response {
         "components": report.components,
     });
     (status, axum::Json(body)).into_response()
+}
+
+/// The self-monitoring's conditions and figures; always 200 (readiness is `/ready`'s).
+async fn self_status() -> Response {
+    events::http_request("status", 200);
+    axum::Json(super::figures::status()).into_response()
 }
 
 async fn metrics(State(ops): State<Ops>) -> Response {

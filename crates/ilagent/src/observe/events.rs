@@ -143,15 +143,24 @@ pub fn settled(meta: &Metadata, outcome: &Outcome, disposition: Disposition) {
     };
     metrics::counter!(MESSAGES_SETTLED, "source" => meta.source.as_str(), "outcome" => label)
         .increment(1);
+    let mut delivery_seconds = None;
     if let Outcome::Delivered { .. } = outcome {
         let now = SystemTime::now();
         let since = |at: SystemTime| now.duration_since(at).unwrap_or_default().as_secs_f64();
-        metrics::histogram!(DELIVERY_LATENCY, "source" => meta.source.as_str())
-            .record(since(meta.received_at));
+        let latency = since(meta.received_at);
+        delivery_seconds = Some(latency);
+        metrics::histogram!(DELIVERY_LATENCY, "source" => meta.source.as_str()).record(latency);
         if let Some(stamped) = meta.timestamp {
             metrics::histogram!(END_TO_END_AGE, "source" => meta.source.as_str())
                 .record(since(stamped));
         }
+    }
+    if !matches!(
+        outcome,
+        Outcome::Failed { .. } | Outcome::Interrupted { .. }
+    ) {
+        let rejected = matches!(outcome, Outcome::Rejected { .. });
+        super::figures::settled(rejected, delivery_seconds);
     }
     match outcome {
         Outcome::Delivered {
@@ -234,6 +243,9 @@ pub fn kafka_commit(result: &Result<(), String>, partitions: usize) {
 
 pub fn kafka_rebalance(kind: &'static str, partitions: &str) {
     metrics::counter!(KAFKA_REBALANCES, "kind" => kind).increment(1);
+    if kind == "assigned" {
+        super::figures::rebalanced();
+    }
     tracing::info!(partitions, "partitions {kind}");
 }
 

@@ -8,10 +8,12 @@
 //! - [`health`] keeps each component's readiness, for `/ready` and the agent's heartbeat.
 //! - [`prometheus`] installs the recorder behind the `metrics` facade and renders it.
 //! - [`kafka_stats`] turns librdkafka's statistics into readiness and consumer lag.
-//! - [`endpoints`] serves `/`, `/health`, `/ready` and `/metrics`.
+//! - [`figures`] keeps the few rates the agent watches itself by (seed 004's thresholds).
+//! - [`endpoints`] serves `/`, `/health`, `/ready`, `/status` and `/metrics`.
 
 pub mod endpoints;
 pub mod events;
+pub mod figures;
 pub mod health;
 pub mod kafka_stats;
 pub mod prometheus;

@@ -284,12 +284,13 @@ impl RouteDedupe {
 }
 
 /// Paths the proxy serves itself, which no route may take.
-const PROXY_PATHS: [&str; 6] = [
+const PROXY_PATHS: [&str; 7] = [
     "/",
     "/api/events",
     "/api/v1/events",
     "/health",
     "/ready",
+    "/status",
     "/metrics",
 ];
 

@@ -8,6 +8,7 @@
 //! [`supervisor::Supervisor`].
 
 mod heartbeat;
+mod self_alert;
 mod supervisor;
 mod upgrade;
 
@@ -245,6 +246,20 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
             ),
         );
     }
+
+    crate::observe::figures::configure(
+        config.self_watch.thresholds.p99_delivery,
+        config.self_watch.window,
+    );
+    supervisor.spawn(
+        "self-monitoring",
+        None,
+        self_alert::watch_self(
+            config.self_watch.clone(),
+            deliverer.clone(),
+            shutdown.clone(),
+        ),
+    );
 
     let result = supervisor.wait(config.shutdown_timeout).await;
     tracing::info!("ilagent daemon stopped");
