@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::mapping::fields::type_name;
+
 /// One message to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Outgoing {
@@ -98,7 +100,7 @@ fn outgoing(value: Value, headers: &[(String, String)], at: &str) -> Result<Outg
     if !value.is_object() {
         return Err(format!(
             "{at}: a message is an object {{\"key\": …, \"value\": …}}, not {}",
-            kind(&value)
+            type_name(&value)
         ));
     }
     // serde reads a missing `value` and `"value": null` alike; only the second is meant.
@@ -121,17 +123,6 @@ fn outgoing(value: Value, headers: &[(String, String)], at: &str) -> Result<Outg
         value,
         headers: all_headers,
     })
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// The 1-based line of a byte offset, skipping the whitespace before the value.

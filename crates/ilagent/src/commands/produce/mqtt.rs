@@ -18,9 +18,7 @@ use super::{Outgoing, Published};
 use crate::cli::{MqttVersion, ProduceArgs};
 use crate::config::{MqttBroker, UsageError};
 use crate::sources::mqtt::client::qos;
-use crate::sources::mqtt::options::transport;
-
-const KEEP_ALIVE: Duration = Duration::from_secs(30);
+use crate::sources::mqtt::options::{transport, v3_options, v5_options};
 
 pub(crate) struct Settings {
     broker: MqttBroker,
@@ -186,32 +184,31 @@ fn connect(
 ) -> (Client, EventLoop) {
     let broker = &settings.broker;
     let capacity = count.clamp(1, 256);
+    let address = (broker.host.as_str(), broker.port);
+    let credentials = broker.credentials.as_ref();
+    // A producer keeps no session: a clean one, acknowledged by the broker as it comes.
     match settings.version {
         MqttVersion::V3 => {
-            let mut options =
-                rumqttc::MqttOptions::new(&settings.client_id, &broker.host, broker.port);
-            options
-                .set_keep_alive(KEEP_ALIVE)
-                .set_clean_session(true)
-                .set_max_packet_size(broker.max_packet_size, broker.max_packet_size)
-                .set_transport(transport);
-            if let Some((user, password)) = &broker.credentials {
-                options.set_credentials(user, password.expose());
-            }
+            let mut options = v3_options(
+                &settings.client_id,
+                address,
+                credentials,
+                broker.max_packet_size,
+                transport,
+            );
+            options.set_clean_session(true);
             let (client, eventloop) = rumqttc::AsyncClient::new(options, capacity);
             (Client::V3(client), EventLoop::V3(Box::new(eventloop)))
         }
         MqttVersion::V5 => {
-            let mut options =
-                rumqttc::v5::MqttOptions::new(&settings.client_id, &broker.host, broker.port);
-            options
-                .set_keep_alive(KEEP_ALIVE)
-                .set_clean_start(true)
-                .set_max_packet_size(u32::try_from(broker.max_packet_size).ok())
-                .set_transport(transport);
-            if let Some((user, password)) = &broker.credentials {
-                options.set_credentials(user, password.expose());
-            }
+            let mut options = v5_options(
+                &settings.client_id,
+                address,
+                credentials,
+                broker.max_packet_size,
+                transport,
+            );
+            options.set_clean_start(true);
             let (client, eventloop) = rumqttc::v5::AsyncClient::new(options, capacity);
             (Client::V5(client), EventLoop::V5(Box::new(eventloop)))
         }
