@@ -448,6 +448,41 @@ async fn produce_to_mqtt_refuses_what_mqtt_cannot_carry() {
     .await;
     assert_eq!(code, Some(2));
     assert!(stderr.contains("--mqtt_version 5"), "{stderr}");
+    let (code, _, stderr) = run_ilagent_with_input(
+        &[
+            "produce",
+            "-m",
+            "127.0.0.1",
+            "--topic",
+            "plant/+/alarms",
+            "--value",
+            "v",
+        ],
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("wildcards"), "{stderr}");
+    let big = "x".repeat(2000);
+    let (code, _, stderr) = run_ilagent_with_input(
+        &[
+            "produce",
+            "-m",
+            "127.0.0.1",
+            "--topic",
+            "t",
+            "--mqtt_max_packet_size",
+            "1KiB",
+            "--value",
+            &big,
+        ],
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--mqtt_max_packet_size"), "{stderr}");
 }
 
 #[tokio::test]

@@ -258,6 +258,93 @@ async fn a_dry_run_and_a_filter_that_matches_nothing_replay_and_commit_nothing()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_before_the_cause_is_fixed_ends_at_its_own_dead_letters_and_counts_the_retries() {
+    let tansu = Tansu::start().unwrap();
+    let bootstrap = tansu.bootstrap_servers();
+    let stand_in = StandIn::start().await.unwrap();
+    let (topic, dlq, group) = (unique("broken"), unique("dlq"), unique("group"));
+    create_topic(&bootstrap, &topic, 1).await;
+    create_topic(&bootstrap, &dlq, 1).await;
+    // Not JSON: invalid, set aside at once, every time. One with a header of its own, and
+    // a tombstone.
+    let producer = producer(&bootstrap);
+    common::produce_with_headers(
+        &producer,
+        &topic,
+        Some(0),
+        Some("k1"),
+        b"not json",
+        &[("trace", "t-1")],
+    )
+    .await;
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic)
+                .key("k2")
+                .partition(0),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let mut args = kafka_args(&bootstrap, &group);
+    args.extend(["-e", &topic, "--kafka_dlq_topic", &dlq]);
+    let agent = start_against(&stand_in, &args, &[]);
+    assert!(
+        eventually(WAIT, || committed(&bootstrap, &group, &topic, 1) == [2]).await,
+        "{}",
+        agent.log()
+    );
+    let replay = [
+        "replay",
+        "--kafka_brokers",
+        &bootstrap,
+        "--kafka_dlq_topic",
+        &dlq,
+    ];
+
+    // The cause is not fixed: the replayed messages come back to the dead-letter topic,
+    // and the run still ends, at them.
+    let (code, _, stderr) = run_ilagent_with_input(&replay, &[], "").await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("replayed 2 dead letters"), "{stderr}");
+    assert!(
+        eventually(WAIT, || committed(&bootstrap, &group, &topic, 1) == [4]).await,
+        "{}",
+        agent.log()
+    );
+    let (code, stdout, stderr) = run_ilagent_with_input(&replay, &[], "").await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("replayed 2 dead letters"), "{stderr}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().all(|l| l["retryCount"] == 2), "{stdout}");
+
+    let all = read_topic(&bootstrap, &topic, 6, WAIT);
+    let last_two: Vec<_> = all
+        .iter()
+        .filter(|r| r.header("retry-count") == Some("2"))
+        .collect();
+    assert_eq!(last_two.len(), 2, "{all:?}");
+    let keyed = |k: &[u8]| {
+        last_two
+            .iter()
+            .find(|r| r.key.as_deref() == Some(k))
+            .unwrap()
+    };
+    assert_eq!(keyed(b"k1").payload, b"not json");
+    assert_eq!(
+        keyed(b"k1").header("trace"),
+        Some("t-1"),
+        "the message's own header is kept"
+    );
+    assert!(keyed(b"k2").tombstone, "a tombstone stays one");
+    agent.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_without_a_dead_letter_topic_says_which_flag_is_missing() {
     let (code, _, stderr) =
         run_ilagent_with_input(&["replay", "--kafka_brokers", "127.0.0.1:9"], &[], "").await;

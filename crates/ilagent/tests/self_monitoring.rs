@@ -129,6 +129,18 @@ async fn a_rejected_share_above_1_percent_raises_one_alert_that_hovering_keeps_a
     );
     assert_eq!(alert["customDetails"]["condition"], "error_rate");
     assert_eq!(status(port, "error_rate").await["state"], "breached");
+    let page = client()
+        .get(url(port, "/status"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !page.contains("il1api-self"),
+        "the alert key is a secret: {page}"
+    );
 
     // 2 of 210: 0.95%, under the line but above the clear line (0.9%): stays open.
     post(port, 110, 0, 1000).await;
@@ -298,6 +310,15 @@ async fn more_rebalances_in_an_hour_than_allowed_raise_an_alert() {
         self_alerts(&stand_in, "rebalances").is_empty(),
         "one assignment is allowed"
     );
+    // A condition clear since the start is resolved once, for an alert an earlier run may
+    // have left open.
+    let resolved_at_start = |stand_in: &StandIn| {
+        stand_in.events().iter().any(|e| {
+            e["alertKey"] == format!("ilagent/{AGENT}/error_rate").as_str()
+                && e["eventType"] == "RESOLVE"
+        })
+    };
+    assert!(eventually(WAIT, || resolved_at_start(&stand_in)).await);
 
     // A second member joins: the first is assigned again.
     let mut second_args = args.clone();

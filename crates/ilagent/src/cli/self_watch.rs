@@ -16,8 +16,8 @@ pub struct SelfWatchArgs {
     #[arg(long, env = "ILAGENT_SELF_ALERT_KEY", hide_env_values = true)]
     pub self_alert_key: Option<String>,
 
-    /// The agent's name in its alert keys (`ilagent/<name>/<condition>`)
-    /// [default: $HOSTNAME (the pod's name in Kubernetes), else `ilagent`].
+    /// The agent's name in its alert keys (`ilagent/<name>/<condition>`); keep it stable
+    /// across restarts and unique per agent [default: $HOSTNAME, else the host's name].
     #[arg(long, env = "ILAGENT_AGENT_NAME")]
     pub agent_name: Option<String>,
 

@@ -2,8 +2,8 @@
 //! fixed (seed 004's retry path, by hand).
 //!
 //! It reads the dead-letter topic from its own consumer group, from that group's committed
-//! offsets (the earliest on the first run) to the end the topic had when the command
-//! started, and publishes each dead letter to its `ilagent.source.topic` with the original
+//! offsets (the earliest on the first run) to the end of each partition or the first dead
+//! letter set aside after the command started, and publishes each dead letter to its `ilagent.source.topic` with the original
 //! key, value (a tombstone stays one) and headers, the `ilagent.*`, `error-message` and
 //! `failed-at` headers removed and `retry-count` counted up. Offsets on the dead-letter
 //! topic are committed only after the source topic acknowledged what came before them, so
@@ -86,6 +86,14 @@ pub async fn run(args: ReplayArgs) -> Exit {
     if crate::config::kafka_non_empty("--replay_group_id", &args.replay_group_id).is_err() {
         return UsageError::new("--replay_group_id is empty: the default is ilagent-replay").into();
     }
+    if args.timeout < Duration::from_secs(1) {
+        return UsageError::new("--timeout must be at least 1s; the default is 30s").into();
+    }
+    if let (Some(since), Some(until)) = (args.since, args.until)
+        && since >= until
+    {
+        return UsageError::new("--since is not before --until: nothing would be replayed").into();
+    }
     let filter = Filter {
         reason: args.reason.as_ref().map(|r| r.to_lowercase()),
         since: args.since,
@@ -98,8 +106,13 @@ pub async fn run(args: ReplayArgs) -> Exit {
             } else {
                 "replayed"
             };
+            let committed_past = if tally.filtered > 0 && !args.dry_run {
+                " (committed past: to look at them again, use a new --replay_group_id)"
+            } else {
+                ""
+            };
             eprint_line(&format!(
-                "{verb} {} dead letters from {dlq}; {} passed over by the filters, {} without ilagent's headers",
+                "{verb} {} dead letters from {dlq}; {} passed over by the filters{committed_past}, {} without ilagent's headers",
                 tally.replayed, tally.filtered, tally.foreign
             ))
             .await;
@@ -120,13 +133,10 @@ async fn replay(
             .create_with_context(ToolContext)
             .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?,
     );
-    let timeout_ms = u64::try_from(args.timeout.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1);
     let producer: FutureProducer<ToolContext> = acknowledged_producer(
         connection,
         &format!("{}-replay", connection.client_id),
-        timeout_ms,
+        args.timeout,
     )
     .create_with_context(ToolContext)
     .map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
@@ -151,11 +161,42 @@ async fn replay(
     // response: tansu's ListOffsets answer lags behind it) or at the first dead letter
     // set aside after this command started, which includes any replayed message that
     // failed again: the replay never chases its own output.
+    let mut batch: Batch = Vec::new();
+    let mut tally = Tally::default();
+    let mut out = tokio::io::stdout();
+    let stopped = read_and_publish(
+        &consumer, &producer, dlq, args, filter, partitions, &mut batch, &mut tally, &mut out,
+    )
+    .await;
+    // Whatever stopped the reading, what was published is awaited and committed: the
+    // partitions up to their first failure.
+    let settled = settle(&consumer, dlq, &mut batch, args.dry_run, &mut out).await;
+    // librdkafka's destructors flush and wait: not on an async worker.
+    let _ = tokio::task::spawn_blocking(move || drop((producer, consumer))).await;
+    stopped.and(settled).map(|()| tally)
+}
+
+/// The dead letters read, each with its publish (none for those not replayed) and its line.
+type Batch = Vec<(OwnedMessage, Option<DeliveryFuture>, serde_json::Value)>;
+
+#[allow(clippy::too_many_arguments)] // one call site: the steps of one run
+async fn read_and_publish(
+    consumer: &Arc<StreamConsumer<ToolContext>>,
+    producer: &FutureProducer<ToolContext>,
+    dlq: &str,
+    args: &ReplayArgs,
+    filter: &Filter,
+    partitions: Vec<i32>,
+    batch: &mut Batch,
+    tally: &mut Tally,
+    out: &mut tokio::io::Stdout,
+) -> Result<(), String> {
+    // A partition is done at its end (librdkafka's end-of-partition event, from the fetch
+    // response: tansu's ListOffsets answer lags behind it) or at the first dead letter
+    // set aside after this command started, which includes any replayed message that
+    // failed again: the replay never chases its own output.
     let started = SystemTime::now();
     let mut open: BTreeSet<i32> = partitions.into_iter().collect();
-    let mut tally = Tally::default();
-    let mut batch: Vec<(OwnedMessage, Option<DeliveryFuture>, serde_json::Value)> = Vec::new();
-    let mut out = tokio::io::stdout();
     while !open.is_empty() {
         let message = match tokio::time::timeout(args.timeout, consumer.recv()).await {
             Err(_) => {
@@ -168,7 +209,12 @@ async fn replay(
                 open.remove(&partition);
                 continue;
             }
-            Ok(Err(error)) => return Err(format!("reading {dlq} failed: {error}")),
+            // librdkafka recovers from broker and transport errors itself; --timeout
+            // bounds how long that may take.
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "reading {dlq}: retrying");
+                continue;
+            }
             Ok(Ok(message)) => message.detach(),
         };
         if !open.contains(&message.partition()) {
@@ -179,8 +225,7 @@ async fn replay(
             open.remove(&message.partition());
             continue;
         }
-        let plan = plan(&message, filter);
-        let (delivery, line) = match plan {
+        let (delivery, line) = match plan(&message, filter) {
             Plan::Filtered => {
                 tally.filtered += 1;
                 (None, serde_json::Value::Null)
@@ -195,7 +240,6 @@ async fn replay(
                 retry_count,
                 reason,
             } => {
-                tally.replayed += 1;
                 let line = json!({
                     "dlqPartition": message.partition(),
                     "dlqOffset": message.offset().to_string(),
@@ -206,18 +250,20 @@ async fn replay(
                 let delivery = if args.dry_run {
                     None
                 } else {
-                    Some(publish(&producer, &source_topic, &message, headers).await?)
+                    // Not in the batch when it fails: its partition is committed up to the
+                    // message before.
+                    Some(publish(producer, &source_topic, &message, headers).await?)
                 };
+                tally.replayed += 1;
                 (delivery, line)
             }
         };
         batch.push((message, delivery, line));
         if batch.len() >= BATCH {
-            settle(&consumer, dlq, &mut batch, args.dry_run, &mut out).await?;
+            settle(consumer, dlq, batch, args.dry_run, out).await?;
         }
     }
-    settle(&consumer, dlq, &mut batch, args.dry_run, &mut out).await?;
-    Ok(tally)
+    Ok(())
 }
 
 fn plan(message: &OwnedMessage, filter: &Filter) -> Plan {
@@ -307,7 +353,7 @@ async fn publish(
 async fn settle(
     consumer: &Arc<StreamConsumer<ToolContext>>,
     dlq: &str,
-    batch: &mut Vec<(OwnedMessage, Option<DeliveryFuture>, serde_json::Value)>,
+    batch: &mut Batch,
     dry_run: bool,
     out: &mut tokio::io::Stdout,
 ) -> Result<(), String> {

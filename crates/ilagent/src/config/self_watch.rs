@@ -40,10 +40,16 @@ impl SelfWatchConfig {
             Some(name) => name.to_string(),
             None => std::env::var("HOSTNAME")
                 .ok()
+                .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
                 .map(|h| h.trim().to_string())
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "ilagent".to_string()),
         };
+        if args.self_clear_after > Duration::from_secs(86_400) {
+            return Err(UsageError::new(
+                "--self_clear_after must be at most 24h; the default is 5m",
+            ));
+        }
         if args.self_check_interval < Duration::from_millis(100)
             || args.self_check_interval > Duration::from_secs(3600)
         {

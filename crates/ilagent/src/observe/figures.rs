@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 /// The rates are over this many slots, which split the window (5 minutes: 10 s each).
 const SLOTS: usize = 30;
+/// Fewer settled messages in the window give no rejected share: one rejection among a
+/// handful is no trend.
+const MIN_SETTLED: u64 = 20;
 /// Rebalances remembered (far above any threshold that makes sense per hour).
 const MAX_REBALANCES: usize = 1_000;
 const HOUR: Duration = Duration::from_secs(3600);
@@ -74,14 +77,13 @@ pub fn configure(p99_threshold: Option<Duration>, window: Duration) {
 /// A message was settled: delivered, skipped, rejected, … (not a retry, not a shutdown).
 pub fn settled(rejected: bool, delivery_seconds: Option<f64>) {
     let mut figures = figures();
+    let bucket = delivery_seconds.map(|seconds| figures_bucket(&figures.bounds, seconds));
     let slot = figures.current_slot();
     slot.settled += 1;
     if rejected {
         slot.rejected += 1;
     }
-    if let Some(seconds) = delivery_seconds {
-        let bucket = figures_bucket(&figures.bounds, seconds);
-        let slot = figures.current_slot();
+    if let Some(bucket) = bucket {
         slot.latency[bucket] += 1;
     }
 }
@@ -128,13 +130,7 @@ pub fn snapshot() -> Snapshot {
     let mut figures = figures();
     let now = Instant::now();
     figures.prune_rebalances(now);
-    let current = figures.slot_number(now);
-    let live: Vec<&Slot> = figures
-        .slots
-        .iter()
-        .filter(|s| s.number + (SLOTS as u64) > current && s.number <= current)
-        .filter(|s| !s.latency.is_empty())
-        .collect();
+    let live = figures.live_slots(now);
     let settled: u64 = live.iter().map(|s| s.settled).sum();
     let rejected: u64 = live.iter().map(|s| s.rejected).sum();
     let mut latency = vec![0u64; figures.bounds.len() + 1];
@@ -150,7 +146,7 @@ pub fn snapshot() -> Snapshot {
             .max_by_key(|(_, lag)| **lag)
             .map(|(topic, lag)| (topic.clone(), *lag)),
         p99_delivery: quantile(&figures.bounds, &latency, 0.99),
-        error_rate: (settled > 0).then(|| (rejected as f64 / settled as f64, settled)),
+        error_rate: (settled >= MIN_SETTLED).then(|| (rejected as f64 / settled as f64, settled)),
         rebalances_last_hour: u32::try_from(figures.rebalances.len()).unwrap_or(u32::MAX),
     }
 }
@@ -182,7 +178,9 @@ impl Figures {
     fn new(p99_threshold: Option<f64>, window: Duration) -> Self {
         let mut bounds = BOUNDS.to_vec();
         if let Some(threshold) = p99_threshold.filter(|t| t.is_finite() && *t > 0.0) {
+            // And one above it, so that a threshold past the last bound can be exceeded.
             bounds.push(threshold);
+            bounds.push(threshold * 2.0);
             bounds.sort_by(f64::total_cmp);
             bounds.dedup();
         }
@@ -213,6 +211,16 @@ impl Figures {
             };
         }
         slot
+    }
+
+    /// The slots inside the window at `now` (a slot never written has no histogram).
+    fn live_slots(&self, now: Instant) -> Vec<&Slot> {
+        let current = self.slot_number(now);
+        self.slots
+            .iter()
+            .filter(|s| s.number + (SLOTS as u64) > current && s.number <= current)
+            .filter(|s| !s.latency.is_empty())
+            .collect()
     }
 
     fn prune_rebalances(&mut self, now: Instant) {
@@ -250,6 +258,29 @@ mod tests {
         let bounds = Figures::new(Some(2.2), DEFAULT_WINDOW).bounds;
         assert!(bounds.contains(&2.2));
         assert!(bounds.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn a_threshold_past_the_last_bound_can_be_exceeded() {
+        let bounds = Figures::new(Some(7200.0), DEFAULT_WINDOW).bounds;
+        let mut counts = vec![0u64; bounds.len() + 1];
+        counts[figures_bucket(&bounds, 9000.0)] = 10;
+        assert!(quantile(&bounds, &counts, 0.99).unwrap() > 7200.0);
+    }
+
+    #[test]
+    fn slots_older_than_the_window_no_longer_count() {
+        let mut figures = Figures::new(None, Duration::from_secs(3));
+        figures.started -= Duration::from_secs(10);
+        let old = figures.slot_number(Instant::now()) - 40;
+        figures.slots[(old % SLOTS as u64) as usize] = Slot {
+            number: old,
+            settled: 100,
+            rejected: 100,
+            latency: vec![0; figures.bounds.len() + 1],
+        };
+        let live = figures.live_slots(Instant::now());
+        assert!(live.is_empty(), "{} slots", live.len());
     }
 
     #[test]

@@ -5,8 +5,7 @@
 //! Parsed into the few fields needed, leniently, so that a librdkafka upgrade that adds or
 //! changes other fields never blinds the agent.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, OnceLock};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 
@@ -77,38 +76,15 @@ pub fn report(json: &[u8]) {
     let (ready, state) = readiness(&statistics);
     registry().set(KAFKA, ready, state);
     let mut by_topic = BTreeMap::new();
-    let mut reported = BTreeSet::new();
     for (topic, details) in &statistics.topics {
         for partition in details.partitions.values() {
             if partition.partition >= 0 && partition.consumer_lag >= 0 {
                 events::kafka_lag(topic, partition.partition, partition.consumer_lag);
                 *by_topic.entry(topic.clone()).or_insert(0) += partition.consumer_lag;
-                reported.insert((topic.clone(), partition.partition));
             }
         }
     }
-    // A partition this agent no longer consumes (revoked, or its lag unknown) would
-    // otherwise keep its last lag on the gauge for good, and hold a lag alert open.
-    let mut last = last_reported().lock().unwrap_or_else(|e| e.into_inner());
-    for (topic, partition) in no_longer_reported(&last, &reported) {
-        events::kafka_lag(topic, *partition, 0);
-    }
-    *last = reported;
     super::figures::kafka_lag(by_topic);
-}
-
-/// The partitions whose lag gauge must go to 0: reported last time, not now.
-fn no_longer_reported<'a>(
-    last: &'a BTreeSet<(String, i32)>,
-    now: &'a BTreeSet<(String, i32)>,
-) -> impl Iterator<Item = &'a (String, i32)> {
-    last.difference(now)
-}
-
-/// The partitions the last report gave a lag for.
-fn last_reported() -> &'static Mutex<BTreeSet<(String, i32)>> {
-    static LAST: OnceLock<Mutex<BTreeSet<(String, i32)>>> = OnceLock::new();
-    LAST.get_or_init(|| Mutex::new(BTreeSet::new()))
 }
 
 /// Ready: a broker is up, the group coordinator is known and the member holds its
@@ -144,16 +120,6 @@ mod tests {
 
     fn parse(json: &str) -> Statistics {
         serde_json::from_str(json).unwrap()
-    }
-
-    #[test]
-    fn a_partition_that_stops_reporting_a_lag_has_its_gauge_zeroed() {
-        let last: BTreeSet<(String, i32)> = [("t".to_string(), 0), ("t".to_string(), 1)].into();
-        let now: BTreeSet<(String, i32)> = [("t".to_string(), 1)].into();
-        assert_eq!(
-            no_longer_reported(&last, &now).collect::<Vec<_>>(),
-            [&("t".to_string(), 0)]
-        );
     }
 
     #[test]

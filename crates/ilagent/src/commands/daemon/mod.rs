@@ -135,6 +135,11 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
         "ilagent daemon started"
     );
 
+    // Before any source runs: what they settle from the start counts.
+    crate::observe::figures::configure(
+        config.self_watch.thresholds.p99_delivery,
+        config.self_watch.window,
+    );
     let mut supervisor = Supervisor::new(shutdown.clone(), config.server);
     if let Some(queue) = queue.clone() {
         let (max_ids, shutdown) = (config.dedupe_max_ids, shutdown.clone());
@@ -247,10 +252,6 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
         );
     }
 
-    crate::observe::figures::configure(
-        config.self_watch.thresholds.p99_delivery,
-        config.self_watch.window,
-    );
     supervisor.spawn(
         "self-monitoring",
         None,

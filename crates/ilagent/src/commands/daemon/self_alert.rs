@@ -29,20 +29,67 @@ use crate::config::{SelfWatchConfig, Thresholds};
 use crate::delivery::{Context, Deliverer};
 use crate::ilert::{Event, EventType};
 use crate::observe::figures::{self, Snapshot};
+use crate::secret::Secret;
 
 /// A breached condition clears only below this share of its threshold.
 const CLEAR_MARGIN: f64 = 0.9;
 
-/// The names in alert keys, `/status` and the metric.
-const CONSUMER_LAG: &str = "consumer_lag";
-const P99_DELIVERY: &str = "p99_delivery";
-const ERROR_RATE: &str = "error_rate";
-const REBALANCES: &str = "rebalances";
+/// Seed 004's four conditions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    ConsumerLag,
+    P99Delivery,
+    ErrorRate,
+    Rebalances,
+}
+
+impl Kind {
+    /// The name in alert keys, `/status` and the metric's label.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::ConsumerLag => "consumer_lag",
+            Kind::P99Delivery => "p99_delivery",
+            Kind::ErrorRate => "error_rate",
+            Kind::Rebalances => "rebalances",
+        }
+    }
+
+    /// The figure now, and what it is about (the topic of the lag); `None` without data.
+    fn figure(self, snapshot: &Snapshot) -> (Option<f64>, Option<String>) {
+        match self {
+            Kind::ConsumerLag => match &snapshot.consumer_lag {
+                Some((topic, lag)) => (Some(*lag as f64), Some(topic.clone())),
+                None => (None, None),
+            },
+            Kind::P99Delivery => (snapshot.p99_delivery, None),
+            Kind::ErrorRate => (snapshot.error_rate.map(|(rate, _)| rate), None),
+            Kind::Rebalances => (Some(f64::from(snapshot.rebalances_last_hour)), None),
+        }
+    }
+
+    fn describe(self, value: f64) -> String {
+        match self {
+            Kind::ConsumerLag => format!("consumer lag {value:.0} messages"),
+            Kind::P99Delivery => format!("p99 delivery time {value:.2} s"),
+            Kind::ErrorRate => format!("rejected share {:.2}%", value * 100.0),
+            Kind::Rebalances => format!("{value:.0} rebalances in the last hour"),
+        }
+    }
+
+    fn threshold_text(self, threshold: f64) -> String {
+        match self {
+            Kind::ConsumerLag => format!("{threshold:.0} messages"),
+            Kind::P99Delivery => format!("{threshold} s"),
+            Kind::ErrorRate => format!("{}%", threshold * 100.0),
+            Kind::Rebalances => format!("{threshold:.0} per hour"),
+        }
+    }
+}
 
 /// One condition's verdict and its history.
 #[derive(Debug)]
 struct Condition {
-    name: &'static str,
+    kind: Kind,
     threshold: f64,
     breached: bool,
     /// Since when the figure has been below the clear line (for clearing, and at start).
@@ -72,37 +119,46 @@ pub async fn watch_self(
 ) -> Result<(), String> {
     let started = Instant::now();
     let mut conditions = conditions(&config.thresholds, started);
-    let (wanted_tx, wanted_rx) = watch::channel(BTreeMap::<&'static str, Wanted>::new());
-    let sender = config.alert_key.clone().map(|key| {
-        tokio::spawn(send_wanted(
+    let (wanted_tx, wanted_rx) = watch::channel(BTreeMap::<Kind, Wanted>::new());
+    let mut sender = match config.alert_key.clone() {
+        Some(key) => tokio::spawn(send_wanted(
             key,
             config.agent_name.clone(),
             config.interval,
             wanted_rx,
             deliverer,
             shutdown.clone(),
-        ))
-    });
+        )),
+        None => tokio::spawn(std::future::pending::<()>()),
+    };
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             () = shutdown.cancelled() => break,
+            // The sender ends only at shutdown; anything else (a panic) is the
+            // supervisor's to report, not a silent end of the alerts.
+            ended = &mut sender => {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                return Err(format!("the self-monitoring alert sender stopped: {ended:?}"));
+            }
         }
         let now = Instant::now();
         let snapshot = figures::snapshot();
         for condition in &mut conditions {
-            let (figure, subject) = figure_of(condition.name, &snapshot);
+            let (figure, subject) = condition.kind.figure(&snapshot);
             condition.update(figure, subject, now, config.clear_after);
-            metrics::gauge!("ilagent_self_condition_breached", "condition" => condition.name)
+            metrics::gauge!("ilagent_self_condition_breached", "condition" => condition.kind.name())
                 .set(if condition.breached { 1.0 } else { 0.0 });
         }
         figures::publish_status(status(&config, &conditions, &snapshot, now));
-        let wanted: BTreeMap<&'static str, Wanted> = conditions
+        let wanted: BTreeMap<Kind, Wanted> = conditions
             .iter()
             .filter(|c| c.decided)
-            .map(|c| (c.name, wanted(&config, c, &conditions, &snapshot)))
+            .map(|c| (c.kind, wanted(&config, c, &conditions, &snapshot)))
             .collect();
         wanted_tx.send_if_modified(|current| {
             // Only a change of state is news; new figures alone are not sent again.
@@ -117,15 +173,13 @@ pub async fn watch_self(
             changed
         });
     }
-    if let Some(sender) = sender {
-        sender.abort();
-    }
+    sender.abort();
     Ok(())
 }
 
 fn conditions(thresholds: &Thresholds, now: Instant) -> Vec<Condition> {
-    let condition = |name, threshold: f64| Condition {
-        name,
+    let condition = |kind, threshold: f64| Condition {
+        kind,
         threshold,
         breached: false,
         clear_since: Some(now),
@@ -136,30 +190,18 @@ fn conditions(thresholds: &Thresholds, now: Instant) -> Vec<Condition> {
     };
     let mut all = Vec::new();
     if let Some(lag) = thresholds.consumer_lag {
-        all.push(condition(CONSUMER_LAG, lag as f64));
+        all.push(condition(Kind::ConsumerLag, lag as f64));
     }
     if let Some(p99) = thresholds.p99_delivery {
-        all.push(condition(P99_DELIVERY, p99.as_secs_f64()));
+        all.push(condition(Kind::P99Delivery, p99.as_secs_f64()));
     }
     if let Some(rate) = thresholds.error_rate {
-        all.push(condition(ERROR_RATE, rate));
+        all.push(condition(Kind::ErrorRate, rate));
     }
     if let Some(rebalances) = thresholds.rebalances_per_hour {
-        all.push(condition(REBALANCES, f64::from(rebalances)));
+        all.push(condition(Kind::Rebalances, f64::from(rebalances)));
     }
     all
-}
-
-fn figure_of(name: &str, snapshot: &Snapshot) -> (Option<f64>, Option<String>) {
-    match name {
-        CONSUMER_LAG => match &snapshot.consumer_lag {
-            Some((topic, lag)) => (Some(*lag as f64), Some(topic.clone())),
-            None => (None, None),
-        },
-        P99_DELIVERY => (snapshot.p99_delivery, None),
-        ERROR_RATE => (snapshot.error_rate.map(|(rate, _)| rate), None),
-        _ => (Some(f64::from(snapshot.rebalances_last_hour)), None),
-    }
 }
 
 impl Condition {
@@ -174,8 +216,16 @@ impl Condition {
         if subject.is_some() || figure.is_none() {
             self.subject = subject;
         }
-        // No figure (no Kafka, no traffic) is no breach.
-        let value = figure.unwrap_or(0.0);
+        let Some(value) = figure else {
+            // No data (no Kafka, no traffic in the window): no breach, but no sign of
+            // recovery either; a p99 without deliveries may mean none get through.
+            if self.breached {
+                self.clear_since = None;
+            } else {
+                self.clear_to(now, clear_after);
+            }
+            return;
+        };
         if value > self.threshold {
             self.clear_since = None;
             if !self.breached {
@@ -183,13 +233,16 @@ impl Condition {
                 self.since = now;
             }
             self.decided = true;
-            return;
-        }
-        if value > self.threshold * CLEAR_MARGIN {
+        } else if value > self.threshold * CLEAR_MARGIN {
             // Between the clear line and the threshold: no change either way.
             self.clear_since = None;
-            return;
+        } else {
+            self.clear_to(now, clear_after);
         }
+    }
+
+    /// Below the clear line at `now`: clear once it has been so for `clear_after`.
+    fn clear_to(&mut self, now: Instant, clear_after: Duration) {
         let clear_since = *self.clear_since.get_or_insert(now);
         if now.duration_since(clear_since) >= clear_after {
             if self.breached {
@@ -201,22 +254,8 @@ impl Condition {
     }
 }
 
-fn describe(name: &str, value: f64) -> String {
-    match name {
-        CONSUMER_LAG => format!("consumer lag {value:.0} messages"),
-        P99_DELIVERY => format!("p99 delivery time {value:.2} s"),
-        ERROR_RATE => format!("rejected share {:.2}%", value * 100.0),
-        _ => format!("{value:.0} rebalances in the last hour"),
-    }
-}
-
-fn threshold_text(name: &str, threshold: f64) -> String {
-    match name {
-        CONSUMER_LAG => format!("{threshold:.0} messages"),
-        P99_DELIVERY => format!("{threshold} s"),
-        ERROR_RATE => format!("{}%", threshold * 100.0),
-        _ => format!("{threshold:.0} per hour"),
-    }
+fn alert_key(agent_name: &str, kind: Kind) -> String {
+    format!("ilagent/{agent_name}/{}", kind.name())
 }
 
 fn wanted(
@@ -225,33 +264,34 @@ fn wanted(
     all: &[Condition],
     snapshot: &Snapshot,
 ) -> Wanted {
-    let figure = describe(condition.name, condition.figure.unwrap_or(0.0));
+    let kind = condition.kind;
+    let figure = condition
+        .figure
+        .map_or_else(|| format!("{}: no data", kind.name()), |v| kind.describe(v));
     let about = condition
         .subject
         .as_deref()
         .map(|topic| format!(" (topic {topic})"))
         .unwrap_or_default();
-    let threshold = threshold_text(condition.name, condition.threshold);
-    let summary = if condition.breached {
-        format!(
-            "ilagent {}: {figure}{about}, above {threshold}",
-            config.agent_name
-        )
+    let threshold = kind.threshold_text(condition.threshold);
+    let verdict = if condition.breached {
+        "above"
     } else {
-        format!(
-            "ilagent {}: {figure}{about}, back below {threshold}",
-            config.agent_name
-        )
+        "back below"
     };
+    let summary = format!(
+        "ilagent {}: {figure}{about}, {verdict} {threshold}",
+        config.agent_name
+    );
     let mut details = String::from("Current figures of the agent:\n");
     for other in all {
         details.push_str(&format!(
             "- {} (threshold {}){}\n",
             other.figure.map_or_else(
-                || format!("{}: no data", other.name),
-                |v| describe(other.name, v)
+                || format!("{}: no data", other.kind.name()),
+                |v| other.kind.describe(v)
             ),
-            threshold_text(other.name, other.threshold),
+            other.kind.threshold_text(other.threshold),
             if other.breached { ": BREACHED" } else { "" }
         ));
     }
@@ -261,7 +301,7 @@ fn wanted(
         details,
         custom: json!({
             "agent": config.agent_name,
-            "condition": condition.name,
+            "condition": kind.name(),
             "value": condition.figure,
             "threshold": condition.threshold,
             "topic": condition.subject,
@@ -275,7 +315,7 @@ fn figures_json(snapshot: &Snapshot) -> Value {
         "consumer_lag": snapshot.consumer_lag.as_ref().map(|(topic, lag)| json!({"topic": topic, "lag": lag})),
         "p99_delivery_seconds": snapshot.p99_delivery,
         "error_rate": snapshot.error_rate.map(|(rate, _)| rate),
-        "settled_5m": snapshot.error_rate.map_or(0, |(_, n)| n),
+        "settled_in_window": snapshot.error_rate.map_or(0, |(_, n)| n),
         "rebalances_last_hour": snapshot.rebalances_last_hour,
     })
 }
@@ -290,13 +330,13 @@ fn status(
         "agent": config.agent_name,
         "alerting": config.alert_key.is_some(),
         "conditions": conditions.iter().map(|c| json!({
-            "name": c.name,
+            "name": c.kind.name(),
             "state": if c.breached { "breached" } else { "clear" },
             "for_seconds": now.duration_since(c.since).as_secs(),
             "value": c.figure,
             "threshold": c.threshold,
             "topic": c.subject,
-            "alert_key": format!("ilagent/{}/{}", config.agent_name, c.name),
+            "alert_key": alert_key(&config.agent_name, c.kind),
         })).collect::<Vec<_>>(),
         "figures": figures_json(snapshot),
     })
@@ -305,34 +345,32 @@ fn status(
 /// Brings ilert to the wanted state, one event at a time; looks again every `interval`
 /// for what failed.
 async fn send_wanted(
-    key: crate::secret::Secret,
+    key: Secret,
     agent_name: String,
     interval: Duration,
-    mut wanted: watch::Receiver<BTreeMap<&'static str, Wanted>>,
+    mut wanted: watch::Receiver<BTreeMap<Kind, Wanted>>,
     deliverer: Deliverer,
     shutdown: CancellationToken,
 ) {
-    // What ilert was last told per condition: `None` until something was sent.
-    let mut told: BTreeMap<&'static str, bool> = BTreeMap::new();
+    // What ilert was last told per condition; absent until something was sent.
+    let mut told: BTreeMap<Kind, bool> = BTreeMap::new();
     loop {
         let current = wanted.borrow_and_update().clone();
-        for (name, want) in &current {
-            if told.get(name) == Some(&want.open) {
+        for (kind, want) in &current {
+            if told.get(kind) == Some(&want.open) {
                 continue;
             }
-            let mut event = Event::new(
-                key.clone(),
-                if want.open {
-                    EventType::Alert
-                } else {
-                    EventType::Resolve
-                },
-            );
-            event.alert_key = Some(format!("ilagent/{agent_name}/{name}"));
+            let event_type = if want.open {
+                EventType::Alert
+            } else {
+                EventType::Resolve
+            };
+            let mut event = Event::new(key.clone(), event_type);
+            event.alert_key = Some(alert_key(&agent_name, *kind));
             event.summary = Some(want.summary.clone());
             event.details = Some(want.details.clone());
             event.custom_details = want.custom.as_object().cloned();
-            let location = format!("self-monitoring {name}");
+            let location = format!("self-monitoring {}", kind.name());
             let ctx = Context {
                 location: &location,
                 deadline: None,
@@ -347,15 +385,15 @@ async fn send_wanted(
             {
                 Outcome::Delivered { .. } => {
                     tracing::info!(
-                        condition = name,
+                        condition = kind.name(),
                         open = want.open,
                         "self-monitoring alert sent"
                     );
-                    told.insert(name, want.open);
+                    told.insert(*kind, want.open);
                 }
                 Outcome::Interrupted { .. } => return,
                 other => {
-                    tracing::error!(condition = name, outcome = ?other, "self-monitoring alert not delivered; tried again later");
+                    tracing::error!(condition = kind.name(), outcome = ?other, "self-monitoring alert not delivered; tried again later");
                 }
             }
         }
@@ -438,6 +476,15 @@ mod tests {
         assert!(lag.breached, "the quiet period restarted at 80 s");
         lag.update(Some(8_000.0), None, at(141), CLEAR_AFTER);
         assert!(!lag.breached);
+    }
+
+    #[test]
+    fn no_data_keeps_a_breached_condition_breached() {
+        let start = Instant::now();
+        let mut lag = lag_condition(start);
+        lag.update(Some(20_000.0), None, start, CLEAR_AFTER);
+        lag.update(None, None, start + Duration::from_secs(600), CLEAR_AFTER);
+        assert!(lag.breached, "no deliveries is no recovery");
     }
 
     #[test]

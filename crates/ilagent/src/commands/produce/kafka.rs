@@ -27,11 +27,8 @@ pub(crate) async fn publish(
     timeout: Duration,
 ) -> Vec<Published> {
     let client_id = format!("{}-produce", connection.client_id);
-    let timeout_ms = u64::try_from(timeout.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1);
     let producer: FutureProducer<ToolContext> =
-        match acknowledged_producer(connection, &client_id, timeout_ms)
+        match acknowledged_producer(connection, &client_id, timeout)
             .create_with_context(ToolContext)
         {
             Ok(producer) => producer,
@@ -57,8 +54,11 @@ pub(crate) async fn publish(
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
                     if next_to_await < index =>
                 {
-                    results[next_to_await] =
-                        Some(settle(topic, pending[next_to_await].take()).await);
+                    // An earlier message whose enqueue failed already has its result.
+                    if results[next_to_await].is_none() {
+                        results[next_to_await] =
+                            Some(settle(topic, pending[next_to_await].take()).await);
+                    }
                     next_to_await += 1;
                 }
                 Err((error, _)) => {
@@ -81,6 +81,8 @@ pub(crate) async fn publish(
     }
     let mut published: Vec<Published> = results.into_iter().flatten().collect();
     add_log_start_offsets(&producer, topic, &mut published, timeout).await;
+    // librdkafka's destructor flushes and waits: not on an async worker.
+    let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
     published
 }
 

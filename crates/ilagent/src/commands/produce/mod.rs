@@ -36,6 +36,9 @@ pub async fn run(args: ProduceArgs) -> Exit {
         Ok(mqtt) => mqtt,
         Err(error) => return error.into(),
     };
+    if args.timeout < std::time::Duration::from_secs(1) {
+        return UsageError::new("--timeout must be at least 1s; the default is 30s").into();
+    }
     let topic = args.topic.trim().to_string();
     if topic.is_empty() {
         return UsageError::new("--topic is empty: name the topic to publish to").into();
@@ -51,7 +54,7 @@ pub async fn run(args: ProduceArgs) -> Exit {
                 Ok(settings) => settings,
                 Err(error) => return error.into(),
             };
-            if let Err(error) = mqtt::check(&settings, &messages) {
+            if let Err(error) = mqtt::check(&settings, &topic, &messages) {
                 return error.into();
             }
             mqtt::publish(&settings, &topic, messages, args.timeout).await

@@ -45,7 +45,30 @@ impl Settings {
 }
 
 /// What MQTT cannot carry, refused before anything is sent.
-pub(crate) fn check(settings: &Settings, messages: &[Outgoing]) -> Result<(), UsageError> {
+pub(crate) fn check(
+    settings: &Settings,
+    topic: &str,
+    messages: &[Outgoing],
+) -> Result<(), UsageError> {
+    if topic.contains(['+', '#', '\0']) {
+        return Err(UsageError::new(format!(
+            "--topic `{}`: an MQTT topic to publish to has no wildcards (+, #) and no NUL",
+            crate::printable::printable(topic, 200)
+        )));
+    }
+    // The fixed header, the topic and a packet id, and the properties for MQTT 5.
+    let overhead = 16 + topic.len();
+    if let Some(index) = messages.iter().position(|m| {
+        let properties: usize = m.headers.iter().map(|(k, v)| k.len() + v.len() + 5).sum();
+        m.value.as_ref().map_or(0, Vec::len) + properties + overhead
+            > settings.broker.max_packet_size
+    }) {
+        return Err(UsageError::new(format!(
+            "message #{}: larger than --mqtt_max_packet_size ({} bytes): raise it (the broker must accept it too) or send less",
+            index + 1,
+            settings.broker.max_packet_size
+        )));
+    }
     if let Some(index) = messages.iter().position(|m| m.key.is_some()) {
         return Err(UsageError::new(format!(
             "message #{}: MQTT messages have no key; leave out --key (or \"key\")",
@@ -125,8 +148,15 @@ pub(crate) async fn publish(
                 if settings.qos == 0 {
                     results[index] = Some(acknowledged(topic, pkid, 0));
                     done += 1;
-                } else {
-                    awaiting.insert(pkid, index);
+                } else if let Some(earlier) = awaiting.insert(pkid, index) {
+                    // The packet id is reused before its answer came: the earlier message's
+                    // answer cannot be told apart any more.
+                    results[earlier] = Some(failed(
+                        topic,
+                        settings.qos,
+                        "its packet id was reused before the broker answered",
+                    ));
+                    done += 1;
                 }
             }
             Seen::Answered(pkid, answer) => {

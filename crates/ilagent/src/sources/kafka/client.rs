@@ -4,6 +4,8 @@
 //! Precedence, as documented: the flags, then the agent's defaults, then every
 //! `--kafka_property` (already checked not to switch off the delivery guarantee).
 
+use std::time::Duration;
+
 use rdkafka::ClientConfig;
 
 use crate::cli::OffsetReset;
@@ -20,6 +22,9 @@ const SHARED_PREFIXES: &[&str] = &[
     "client.dns",
     "debug",
     "reconnect.",
+    // Brokers without idempotent producers (or without the IDEMPOTENT_WRITE permission)
+    // need it off.
+    "enable.idempotence",
 ];
 
 pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
@@ -80,17 +85,21 @@ pub fn replay_consumer_config(connection: &KafkaConnection, group_id: &str) -> C
 /// The dead-letter producer of the consumer.
 pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
     let client_id = format!("{}-dead-letter", config.connection.client_id);
-    acknowledged_producer(&config.connection, &client_id, 30_000)
+    acknowledged_producer(&config.connection, &client_id, Duration::from_secs(30))
 }
 
 /// A producer whose every message is acknowledged by all in-sync replicas, written once
 /// (librdkafka's idempotent producer: a retry after a lost acknowledgement is not a second
-/// copy, and order per partition holds), and given up after `timeout_ms`.
+/// copy, and order per partition holds; `--kafka_property enable.idempotence=false` for
+/// brokers that lack it), and given up after `timeout`.
 pub fn acknowledged_producer(
     connection: &KafkaConnection,
     client_id: &str,
-    timeout_ms: u64,
+    timeout: Duration,
 ) -> ClientConfig {
+    let timeout_ms = u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
     let mut client = self::connection(connection, client_id);
     client
         .set("acks", "all")
@@ -140,7 +149,6 @@ mod tests {
     use super::*;
     use crate::cli::{SaslMechanism, SecurityProtocol};
     use crate::config::KafkaSecurity;
-    use std::time::Duration;
 
     fn config() -> KafkaConfig {
         KafkaConfig {

@@ -105,6 +105,10 @@ impl AgentContext {
             );
         }
         events::kafka_rebalance("revoked", &describe(&partitions));
+        // Not this agent's lag any more: a stale figure would hold a lag alert open.
+        for (topic, partition) in &partitions {
+            events::kafka_lag(topic, *partition, 0);
+        }
     }
 }
 
