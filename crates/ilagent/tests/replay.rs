@@ -165,10 +165,13 @@ async fn replay_delivers_every_dead_letter_once_after_the_cause_is_fixed_and_com
             record
                 .headers
                 .iter()
-                .all(|(k, _)| !k.starts_with("ilagent.")
-                    && k != "error-message"
-                    && k != "failed-at")
+                .all(
+                    |(k, _)| (!k.starts_with("ilagent.") || k == "ilagent.replay.run")
+                        && k != "error-message"
+                        && k != "failed-at"
+                )
         );
+        assert!(record.header("ilagent.replay.run").is_some());
         let id = serde_json::from_slice::<Value>(&record.payload).unwrap()["customDetails"]["id"]
             .as_u64()
             .unwrap();

@@ -5,7 +5,8 @@
 //! offsets (the earliest on the first run) to the end of each partition or the first dead
 //! letter set aside after the command started, and publishes each dead letter to its `ilagent.source.topic` with the original
 //! key, value (a tombstone stays one) and headers, the `ilagent.*`, `error-message` and
-//! `failed-at` headers removed and `retry-count` counted up. Offsets on the dead-letter
+//! `failed-at` headers removed, `retry-count` counted up and `ilagent.replay.run` naming the
+//! run. Offsets on the dead-letter
 //! topic are committed only after the source topic acknowledged what came before them, so
 //! an interrupted replay repeats some messages and loses none. Dead letters that the
 //! filters pass over, and records without ilagent's headers, are committed past too: the
@@ -35,6 +36,9 @@ use crate::sources::kafka::dead_letter::headers;
 const BATCH: usize = 256;
 /// The header the consumer-patterns note counts retries in.
 const RETRY_COUNT: &str = "retry-count";
+/// Marks what one run published; the daemon copies it into the dead letter if the message
+/// fails again, so the run knows its own output whatever the clocks say.
+const REPLAY_RUN: &str = "ilagent.replay.run";
 
 /// Which dead letters to replay.
 struct Filter {
@@ -196,6 +200,14 @@ async fn read_and_publish(
     // set aside after this command started, which includes any replayed message that
     // failed again: the replay never chases its own output.
     let started = SystemTime::now();
+    let run_id = format!(
+        "{}-{}",
+        std::process::id(),
+        started
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    );
     let mut open: BTreeSet<i32> = partitions.into_iter().collect();
     while !open.is_empty() {
         let message = match tokio::time::timeout(args.timeout, consumer.recv()).await {
@@ -220,12 +232,14 @@ async fn read_and_publish(
         if !open.contains(&message.partition()) {
             continue;
         }
-        if failed_at(&message).is_some_and(|at| at > started) {
+        if failed_at(&message).is_some_and(|at| at > started)
+            || header(&message, REPLAY_RUN) == Some(run_id.as_bytes())
+        {
             // Left for the next run, and nothing after it is committed.
             open.remove(&message.partition());
             continue;
         }
-        let (delivery, line) = match plan(&message, filter) {
+        let (delivery, line) = match plan(&message, filter, &run_id) {
             Plan::Filtered => {
                 tally.filtered += 1;
                 (None, serde_json::Value::Null)
@@ -266,7 +280,7 @@ async fn read_and_publish(
     Ok(())
 }
 
-fn plan(message: &OwnedMessage, filter: &Filter) -> Plan {
+fn plan(message: &OwnedMessage, filter: &Filter, run_id: &str) -> Plan {
     let mut source_topic = None;
     let mut reason = String::new();
     let failed_at = failed_at(message);
@@ -306,6 +320,7 @@ fn plan(message: &OwnedMessage, filter: &Filter) -> Plan {
         RETRY_COUNT.to_string(),
         retry_count.to_string().into_bytes(),
     ));
+    kept.push((REPLAY_RUN.to_string(), run_id.as_bytes().to_vec()));
     Plan::Replay {
         source_topic,
         headers: kept,
@@ -443,12 +458,18 @@ fn partitions_of(
 
 /// When the agent set the dead letter aside (its `ilagent.failed.at` header).
 fn failed_at(message: &OwnedMessage) -> Option<SystemTime> {
-    let all = message.headers()?;
-    all.iter()
-        .find(|h| h.key == headers::FAILED_AT)
-        .and_then(|h| h.value)
+    header(message, headers::FAILED_AT)
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|text| humantime::parse_rfc3339_weak(text).ok())
+}
+
+/// The value of the header `name`, the first one if there are several.
+fn header<'a>(message: &'a OwnedMessage, name: &str) -> Option<&'a [u8]> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
 }
 
 /// Runs a blocking librdkafka call off the async workers.
