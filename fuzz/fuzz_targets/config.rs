@@ -44,13 +44,13 @@ fuzz_target!(|data: &[u8]| {
     let Command::Daemon(mut args) = cli.command else {
         return;
     };
-    args.kafka.kafka_ssl_ca = None;
-    args.kafka.kafka_ssl_cert = None;
-    args.kafka.kafka_ssl_key = None;
-    args.mqtt.mqtt_ca = None;
-    args.mqtt.mqtt_client_cert = None;
-    args.mqtt.mqtt_client_key = None;
-    args.mqtt.mqtt_tls = false;
+    args.kafka.connection.kafka_ssl_ca = None;
+    args.kafka.connection.kafka_ssl_cert = None;
+    args.kafka.connection.kafka_ssl_key = None;
+    args.mqtt.connection.mqtt_ca = None;
+    args.mqtt.connection.mqtt_client_cert = None;
+    args.mqtt.connection.mqtt_client_key = None;
+    args.mqtt.connection.mqtt_tls = false;
 
     let _ = mask_url_credentials(&cli.global.ilert_url);
     let _ = mask_url_credentials(&cli.global.ilert_beat_url);
