@@ -277,7 +277,32 @@ async fn produce_needs_exactly_one_broker() {
     )
     .await;
     assert_eq!(code, Some(2));
-    assert!(stderr.contains("not both"), "{stderr}");
+    assert!(stderr.contains("--to kafka"), "{stderr}");
+}
+
+#[tokio::test]
+async fn produce_chooses_the_broker_with_to_when_the_environment_sets_both() {
+    let tansu = Tansu::start().unwrap();
+    let bootstrap = tansu.bootstrap_servers();
+    let topic = unique("chosen");
+    create_topic(&bootstrap, &topic, 1).await;
+    let env = [
+        ("ILAGENT_KAFKA_BROKERS", bootstrap.as_str()),
+        ("ILAGENT_MQTT_HOST", "127.0.0.1"),
+    ];
+    let (code, _, stderr) =
+        run_ilagent_with_input(&["produce", "--topic", &topic, "--value", "x"], &env, "").await;
+    assert_eq!(code, Some(2), "{stderr}");
+    let (code, stdout, stderr) = run_ilagent_with_input(
+        &[
+            "produce", "--topic", &topic, "--value", "x", "--to", "kafka",
+        ],
+        &env,
+        "",
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(lines(&stdout)[0]["topicName"], topic.as_str());
 }
 
 /// Subscribes to `topic` with MQTT 5 and collects what arrives: (payload, QoS, user

@@ -28,7 +28,7 @@ mod service_links;
 pub use daemon::DaemonArgs;
 pub use kafka::{KafkaArgs, KafkaConnectionArgs, OffsetReset, SaslMechanism, SecurityProtocol};
 pub use mqtt::{MqttArgs, MqttConnectionArgs, MqttVersion, parse_size};
-pub use produce::{ProduceArgs, ReplayArgs};
+pub use produce::{Broker, ProduceArgs, ReplayArgs};
 pub use queue::{QueueArgs, QueueCommand};
 pub use queue_file::QueueFileArgs;
 pub use self_watch::SelfWatchArgs;

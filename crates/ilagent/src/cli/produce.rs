@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::{KafkaConnectionArgs, MqttConnectionArgs, parse_duration, parse_header};
 
@@ -31,6 +31,11 @@ pub struct ProduceArgs {
     #[arg(long = "header", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
 
+    /// Which broker to publish to when both --kafka_brokers and -m/--mqtt_host are set
+    /// (say, by the daemon's environment variables).
+    #[arg(long, value_enum)]
+    pub to: Option<Broker>,
+
     /// How long to wait for the broker's acknowledgements; messages still unacknowledged
     /// then are reported as failed.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
@@ -54,6 +59,12 @@ pub struct ProduceArgs {
     /// Publish with MQTT's retain flag.
     #[arg(long)]
     pub mqtt_retain: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Broker {
+    Kafka,
+    Mqtt,
 }
 
 #[derive(Debug, Args)]

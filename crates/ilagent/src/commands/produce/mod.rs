@@ -15,7 +15,7 @@ mod mqtt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Exit;
-use crate::cli::ProduceArgs;
+use crate::cli::{Broker, ProduceArgs};
 use crate::config::{KafkaConnection, MqttBroker, UsageError};
 use crate::printable::printable;
 
@@ -47,6 +47,11 @@ pub async fn run(args: ProduceArgs) -> Exit {
         Ok(messages) => messages,
         Err(error) => return error.into(),
     };
+    let (kafka, mqtt) = match args.to {
+        Some(Broker::Kafka) => (kafka, None),
+        Some(Broker::Mqtt) => (None, mqtt),
+        None => (kafka, mqtt),
+    };
     let published = match (kafka, mqtt) {
         (Some(kafka), None) => kafka::publish(&kafka, &topic, messages, args.timeout).await,
         (None, Some(broker)) => {
@@ -61,7 +66,7 @@ pub async fn run(args: ProduceArgs) -> Exit {
         }
         (Some(_), Some(_)) => {
             return UsageError::new(
-                "produce publishes to one broker: give --kafka_brokers or -m/--mqtt_host, not both",
+                "produce publishes to one broker: --kafka_brokers and -m/--mqtt_host are both set (flags or ILAGENT_* variables); choose with --to kafka or --to mqtt",
             )
             .into();
         }
