@@ -74,6 +74,9 @@ pub struct EscalationRule {
     pub escalation_timeout: serde_json::Value,
 }
 
+/// Idle connections kept per ilert host, for the next requests.
+const MAX_IDLE_CONNECTIONS: usize = 32;
+
 /// The ilert API client. Cheap to clone; clones share the connection pool.
 #[derive(Clone, Debug)]
 pub struct IlertClient {
@@ -89,6 +92,11 @@ impl IlertClient {
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
+            // A burst (a rate-limit window opening on many keys, a backlog after an outage)
+            // opens as many connections as requests run in parallel; keeping them all idle
+            // afterwards held about a hundred sockets for nothing. Beyond this many idle
+            // ones, a returned connection is closed.
+            .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS)
             .tcp_keepalive(Duration::from_secs(60))
             .build()
             .map_err(|e| ClientBuildError(e.without_url().to_string()))?;
