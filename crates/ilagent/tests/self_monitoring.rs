@@ -295,14 +295,22 @@ async fn consumer_lag_above_the_threshold_raises_an_alert_resolved_once_the_back
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_rebalances_in_an_hour_than_allowed_raise_an_alert() {
+async fn more_rebalances_in_the_window_than_allowed_raise_an_alert_resolved_once_they_stop() {
     let tansu = Tansu::start().unwrap();
     let bootstrap = tansu.bootstrap_servers();
     let stand_in = StandIn::start().await.unwrap();
     let (topic, group) = (unique("moving"), unique("group"));
     create_topic(&bootstrap, &topic, 2).await;
     let mut args = kafka_args(&bootstrap, &group);
-    args.extend(["-e", &topic, "--self_max_rebalances_per_hour", "1"]);
+    // The hour shortened to 15 s, so that the clearing can be seen.
+    args.extend([
+        "-e",
+        &topic,
+        "--self_max_rebalances_per_hour",
+        "1",
+        "--self_rebalance_window",
+        "15s",
+    ]);
     args.extend(FAST);
     let first = common::start_against(&stand_in, &args, &[]);
     assert!(eventually(WAIT, || first.log().contains("partitions assigned")).await);
@@ -338,6 +346,16 @@ async fn more_rebalances_in_an_hour_than_allowed_raise_an_alert() {
         alert["summary"]
             .as_str()
             .is_some_and(|s| s.contains("rebalances in the last hour"))
+    );
+    // The group settles: no more rebalances; once they are out of the window and the
+    // condition has been clear for 2 s, it is resolved.
+    assert!(
+        eventually(WAIT, || self_alerts(&stand_in, "rebalances")
+            == ["ALERT", "RESOLVE"])
+        .await,
+        "{:?}; log:\n{}",
+        self_alerts(&stand_in, "rebalances"),
+        first.log()
     );
     second.kill().await;
     first.kill().await;

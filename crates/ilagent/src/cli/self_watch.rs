@@ -36,8 +36,8 @@ pub struct SelfWatchArgs {
     #[arg(long, env = "ILAGENT_SELF_MAX_ERROR_RATE", value_parser = parse_percent, default_value = "1")]
     pub self_max_error_rate: f64,
 
-    /// Kafka rebalances (assignments) in the last hour above which the agent alerts
-    /// (0 = off).
+    /// Kafka rebalances (assignments) in the last hour (--self_rebalance_window) above
+    /// which the agent alerts (0 = off).
     #[arg(
         long,
         env = "ILAGENT_SELF_MAX_REBALANCES_PER_HOUR",
@@ -48,6 +48,10 @@ pub struct SelfWatchArgs {
     /// The window the rejected share and the p99 delivery time are measured over.
     #[arg(long, env = "ILAGENT_SELF_WINDOW", value_parser = parse_duration, default_value = "5m")]
     pub self_window: Duration,
+
+    /// The window the rebalances are counted over (the threshold's "per hour").
+    #[arg(long, env = "ILAGENT_SELF_REBALANCE_WINDOW", value_parser = parse_duration, default_value = "1h")]
+    pub self_rebalance_window: Duration,
 
     /// How often the conditions are evaluated.
     #[arg(long, env = "ILAGENT_SELF_CHECK_INTERVAL", value_parser = parse_duration, default_value = "10s")]

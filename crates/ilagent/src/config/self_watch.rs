@@ -25,6 +25,8 @@ pub struct SelfWatchConfig {
     pub thresholds: Thresholds,
     /// What the rejected share and the p99 are measured over.
     pub window: Duration,
+    /// What the rebalances are counted over.
+    pub rebalance_window: Duration,
     pub interval: Duration,
     pub clear_after: Duration,
 }
@@ -64,6 +66,13 @@ impl SelfWatchConfig {
                 "--self_window must be between 1s and 24h; the default is 5m",
             ));
         }
+        if args.self_rebalance_window < Duration::from_secs(1)
+            || args.self_rebalance_window > Duration::from_secs(86_400)
+        {
+            return Err(UsageError::new(
+                "--self_rebalance_window must be between 1s and 24h; the default is 1h",
+            ));
+        }
         Ok(SelfWatchConfig {
             alert_key: secret(args.self_alert_key.as_deref()),
             agent_name,
@@ -78,6 +87,7 @@ impl SelfWatchConfig {
                     .then_some(args.self_max_rebalances_per_hour),
             },
             window: args.self_window,
+            rebalance_window: args.self_rebalance_window,
             interval: args.self_check_interval,
             clear_after: args.self_clear_after,
         })

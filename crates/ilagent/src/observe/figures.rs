@@ -18,7 +18,6 @@ const SLOTS: usize = 30;
 const MIN_SETTLED: u64 = 20;
 /// Rebalances remembered (far above any threshold that makes sense per hour).
 const MAX_REBALANCES: usize = 1_000;
-const HOUR: Duration = Duration::from_secs(3600);
 /// Delivery-time bucket bounds in seconds; the p99 threshold is added to them, so that the
 /// estimate is exact at the line.
 const BOUNDS: &[f64] = &[
@@ -52,6 +51,7 @@ struct Slot {
 struct Figures {
     started: Instant,
     slot: Duration,
+    rebalance_window: Duration,
     bounds: Vec<f64>,
     slots: Vec<Slot>,
     rebalances: VecDeque<Instant>,
@@ -61,17 +61,22 @@ struct Figures {
 fn figures() -> MutexGuard<'static, Figures> {
     static FIGURES: OnceLock<Mutex<Figures>> = OnceLock::new();
     FIGURES
-        .get_or_init(|| Mutex::new(Figures::new(None, DEFAULT_WINDOW)))
+        .get_or_init(|| Mutex::new(Figures::new(None, DEFAULT_WINDOW, HOUR)))
         .lock()
         .unwrap_or_else(|e| e.into_inner())
 }
 
 const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
+const HOUR: Duration = Duration::from_secs(3600);
 
-/// Sets the window of the rates and adds the p99 threshold to the bucket bounds; called
-/// once at start, before traffic.
-pub fn configure(p99_threshold: Option<Duration>, window: Duration) {
-    *figures() = Figures::new(p99_threshold.map(|t| t.as_secs_f64()), window);
+/// Sets the windows of the rates and of the rebalances, and adds the p99 threshold to the
+/// bucket bounds; called once at start, before traffic.
+pub fn configure(p99_threshold: Option<Duration>, window: Duration, rebalance_window: Duration) {
+    *figures() = Figures::new(
+        p99_threshold.map(|t| t.as_secs_f64()),
+        window,
+        rebalance_window,
+    );
 }
 
 /// A message was settled: delivered, skipped, rejected, … (not a retry, not a shutdown).
@@ -175,7 +180,7 @@ fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
 }
 
 impl Figures {
-    fn new(p99_threshold: Option<f64>, window: Duration) -> Self {
+    fn new(p99_threshold: Option<f64>, window: Duration, rebalance_window: Duration) -> Self {
         let mut bounds = BOUNDS.to_vec();
         if let Some(threshold) = p99_threshold.filter(|t| t.is_finite() && *t > 0.0) {
             // And one above it, so that a threshold past the last bound can be exceeded.
@@ -187,6 +192,7 @@ impl Figures {
         Figures {
             started: Instant::now(),
             slot: (window / SLOTS as u32).max(Duration::from_millis(10)),
+            rebalance_window,
             bounds,
             slots: vec![Slot::default(); SLOTS],
             rebalances: VecDeque::new(),
@@ -227,7 +233,7 @@ impl Figures {
         while self
             .rebalances
             .front()
-            .is_some_and(|at| now.duration_since(*at) >= HOUR)
+            .is_some_and(|at| now.duration_since(*at) >= self.rebalance_window)
         {
             self.rebalances.pop_front();
         }
@@ -240,7 +246,7 @@ mod tests {
 
     #[test]
     fn the_p99_is_exact_at_a_threshold_that_is_a_bound() {
-        let bounds = Figures::new(Some(5.0), DEFAULT_WINDOW).bounds;
+        let bounds = Figures::new(Some(5.0), DEFAULT_WINDOW, HOUR).bounds;
         let mut counts = vec![0u64; bounds.len() + 1];
         // 99 fast, 1 slow: the p99 is at most 5 s.
         counts[figures_bucket(&bounds, 0.2)] = 99;
@@ -255,14 +261,14 @@ mod tests {
 
     #[test]
     fn an_odd_threshold_becomes_a_bound() {
-        let bounds = Figures::new(Some(2.2), DEFAULT_WINDOW).bounds;
+        let bounds = Figures::new(Some(2.2), DEFAULT_WINDOW, HOUR).bounds;
         assert!(bounds.contains(&2.2));
         assert!(bounds.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
     fn a_threshold_past_the_last_bound_can_be_exceeded() {
-        let bounds = Figures::new(Some(7200.0), DEFAULT_WINDOW).bounds;
+        let bounds = Figures::new(Some(7200.0), DEFAULT_WINDOW, HOUR).bounds;
         let mut counts = vec![0u64; bounds.len() + 1];
         counts[figures_bucket(&bounds, 9000.0)] = 10;
         assert!(quantile(&bounds, &counts, 0.99).unwrap() > 7200.0);
@@ -270,7 +276,7 @@ mod tests {
 
     #[test]
     fn slots_older_than_the_window_no_longer_count() {
-        let mut figures = Figures::new(None, Duration::from_secs(3));
+        let mut figures = Figures::new(None, Duration::from_secs(3), HOUR);
         figures.started -= Duration::from_secs(10);
         let old = figures.slot_number(Instant::now()) - 40;
         figures.slots[(old % SLOTS as u64) as usize] = Slot {

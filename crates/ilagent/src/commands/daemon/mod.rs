@@ -139,6 +139,7 @@ pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Exit {
     crate::observe::figures::configure(
         config.self_watch.thresholds.p99_delivery,
         config.self_watch.window,
+        config.self_watch.rebalance_window,
     );
     let mut supervisor = Supervisor::new(shutdown.clone(), config.server);
     if let Some(queue) = queue.clone() {
