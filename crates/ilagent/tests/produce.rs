@@ -541,3 +541,35 @@ async fn produce_to_an_unreachable_mqtt_broker_fails() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn produce_with_mqtt_retain_leaves_the_message_for_later_subscribers() {
+    let mosquitto = Mosquitto::start(MosquittoConfig::default()).unwrap();
+    let port = mosquitto.port().to_string();
+    let topic = unique("plant/line-2/state");
+    let (code, _, stderr) = run_ilagent_with_input(
+        &[
+            "produce",
+            "-m",
+            "127.0.0.1",
+            "-q",
+            &port,
+            "--topic",
+            &topic,
+            "--mqtt_retain",
+            "--value",
+            "running",
+        ],
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    // Subscribed only now: the broker hands over the retained message, flagged so.
+    let (_subscriber, mut received) = subscribe(mosquitto.port(), &topic).await;
+    let (payload, _, _, retain) = tokio::time::timeout(WAIT, received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((payload.as_slice(), retain), (&b"running"[..], true));
+}

@@ -141,6 +141,18 @@ async fn a_rejected_share_above_1_percent_raises_one_alert_that_hovering_keeps_a
         !page.contains("il1api-self"),
         "the alert key is a secret: {page}"
     );
+    let samples = http_support::scrape(port).await;
+    let breached = |condition| {
+        http_support::value(
+            &samples,
+            "ilagent_self_condition_breached",
+            &[("condition", condition)],
+        )
+    };
+    assert_eq!(
+        (breached("error_rate"), breached("p99_delivery")),
+        (1.0, 0.0)
+    );
 
     // 2 of 210: 0.95%, under the line but above the clear line (0.9%): stays open.
     post(port, 110, 0, 1000).await;
