@@ -61,6 +61,8 @@ type Data = data::JustLut<Val>;
 pub(crate) struct Expr {
     source: String,
     filter: jaq_core::Filter<Data>,
+    /// The fast path, for the forms it has ([`super::native`]).
+    native: Option<super::native::Native>,
 }
 
 impl std::fmt::Debug for Expr {
@@ -81,6 +83,8 @@ pub(crate) struct Inputs {
     pub payload: Val,
     /// Bound once per message: every expression of the route shares the list.
     vars: Vars<Val>,
+    /// The same values, in the order of [`VARIABLES`], for the fast path.
+    values: [Val; VARIABLES.len()],
 }
 
 impl Inputs {
@@ -109,7 +113,7 @@ impl Inputs {
             .timestamp
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .and_then(|d| i64::try_from(d.as_millis()).ok());
-        let vars = Vars::new([
+        let values = [
             Val::utf8_str(meta.topic.clone()),
             meta.key
                 .as_ref()
@@ -120,10 +124,11 @@ impl Inputs {
             number(timestamp),
             Val::utf8_str(text.to_string()),
             value.clone(),
-        ]);
+        ];
         Some(Inputs {
             payload: value,
-            vars,
+            vars: Vars::new(values.clone()),
+            values,
         })
     }
 }
@@ -177,12 +182,31 @@ impl Expr {
         Ok(Expr {
             source: source.to_string(),
             filter,
+            native: super::native::Native::compile(source),
         })
     }
 
     /// The first output of the expression (`null` if it has none), or the error it
-    /// raised, as a message.
+    /// raised, as a message. The forms [`super::native`] has are evaluated there.
     pub(crate) fn eval(&self, inputs: &Inputs) -> Result<serde_json::Value, String> {
+        if let Some(value) = self
+            .native
+            .as_ref()
+            .and_then(|native| native.eval(&inputs.payload, &inputs.values))
+        {
+            return to_json(&value);
+        }
+        self.eval_with_jaq(inputs)
+    }
+
+    /// Whether the fast path has this expression's form.
+    #[cfg(test)]
+    pub(crate) fn is_native(&self) -> bool {
+        self.native.is_some()
+    }
+
+    /// [`Expr::eval`] without the fast path.
+    pub(crate) fn eval_with_jaq(&self, inputs: &Inputs) -> Result<serde_json::Value, String> {
         let ctx = Ctx::<Data>::new(&self.filter.lut, inputs.vars.clone());
         let mut outputs = self
             .filter

@@ -16,6 +16,7 @@
 
 pub(crate) mod check;
 pub(crate) mod expr;
+mod native;
 pub(crate) mod preview;
 pub(crate) mod spec;
 #[cfg(test)]

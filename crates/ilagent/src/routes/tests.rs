@@ -53,7 +53,7 @@ fn regex_free_env_replace(text: &str) -> String {
 
 static EXAMPLES: std::sync::LazyLock<Vec<RouteTable>> = std::sync::LazyLock::new(example_tables);
 
-fn json() -> impl Strategy<Value = Value> {
+pub(super) fn json() -> impl Strategy<Value = Value> {
     let keys = prop::sample::select(vec![
         "state",
         "machine",
@@ -73,6 +73,11 @@ fn json() -> impl Strategy<Value = Value> {
         "site",
         "generatorURL",
         "x",
+        "eventType",
+        "alertKey",
+        "customDetails",
+        "key",
+        "seq",
     ]);
     let leaf = prop_oneof![
         Just(Value::Null),
