@@ -445,6 +445,72 @@ async fn messages_that_find_the_window_full_go_to_the_queue_and_keep_their_order
     assert_eq!(code, Some(0), "{log}");
 }
 
+/// The queue worker leaves out a key whose oldest row is held by a live delivery. When
+/// that delivery succeeds and the row is deleted, the worker must look at the key again at
+/// once; it used to wait for its idle poll (10 s), which halved the `mqtt-qos1-50ms`
+/// benchmark once a flood used up the waits for a full window.
+#[tokio::test]
+async fn a_queued_message_follows_its_keys_held_message_as_soon_as_that_is_delivered() {
+    let broker = Mosquitto::start(MosquittoConfig::default()).unwrap();
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.set_behaviour(Behaviour {
+        latency_ms: 400,
+        ..Behaviour::default()
+    });
+    let db = tempfile::tempdir().unwrap();
+    let topic = unique("held");
+    let mut args = agent_args(broker.port(), &unique("agent"), &db.path().join("q.db3"));
+    // A window of 16 messages (16 x --mqtt_max_in_flight 1), and waits for room in it
+    // shorter than one delivery: the 17th message of the key goes to the queue behind the
+    // 16 live ones, which are spilled (held) meanwhile.
+    args.extend(
+        [
+            "-e",
+            &topic,
+            "--mqtt_max_in_flight",
+            "1",
+            "--mqtt_spill_after",
+            "200ms",
+            "-v",
+        ]
+        .map(str::to_string),
+    );
+    let agent = start_agent(&stand_in, &args, &[]);
+    wait_subscribed(&agent).await;
+
+    const MESSAGES: usize = 17;
+    let messages: Vec<(String, Vec<u8>)> = (0..MESSAGES)
+        .map(|seq| (topic.clone(), keyed_event("il1api-held", 0, seq)))
+        .collect();
+    publish(broker.port(), &messages).await;
+    assert!(
+        wait_for_distinct(&stand_in, MESSAGES, WAIT).await,
+        "{}",
+        agent.log()
+    );
+    assert_all_in_order(&stand_in.events(), 1, MESSAGES, &agent.log());
+    let arrivals: Vec<u64> = stand_in
+        .requests()
+        .iter()
+        .filter(|r| r.status == 202)
+        .map(|r| r.received_at_ms)
+        .collect();
+    let (last_live, queued) = (arrivals[MESSAGES - 2], arrivals[MESSAGES - 1]);
+    assert!(
+        queued - last_live < 2_000,
+        "the queued message came {} ms after the one before it (one delivery takes 400 ms)\n{}",
+        queued - last_live,
+        agent.log()
+    );
+    assert!(
+        agent.log().contains("queued=1"),
+        "the 17th message did not go to the queue:\n{}",
+        agent.log()
+    );
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
 /// The chaos suite's loss (ilert down for a minute, a stream of many alert keys): once the
 /// window was full of deliveries that cannot finish, every message of a new key waited
 /// `--mqtt_spill_after` for a slot, the intake took one message a second, and the broker

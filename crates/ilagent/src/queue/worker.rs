@@ -83,6 +83,21 @@ impl Wakeup {
         }
     }
 
+    /// A row the worker had to leave out (one that a source's live delivery held) left the
+    /// queue: its key's next row may now be due. Unlike [`Wakeup::settled`], the source's
+    /// count of the rows it handed to the queue is not told: a held row was never counted.
+    pub fn unblocked(&self, order_key: Option<&str>) {
+        match order_key {
+            Some(key) => {
+                if let Ok(mut keys) = self.keys.lock() {
+                    keys.push(key.to_string());
+                }
+                self.notify.notify_one();
+            }
+            None => self.new_rows(),
+        }
+    }
+
     /// A row stays (retry scheduled, or interrupted): only a slot is free.
     pub fn slot_freed(&self) {
         self.notify.notify_one();

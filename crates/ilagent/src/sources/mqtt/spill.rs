@@ -76,9 +76,13 @@ pub(crate) struct Spill {
     pub keys: Arc<QueueKeys>,
     /// Stops retrying the writes that settle a held row (end of the shutdown drain).
     abort: CancellationToken,
-    /// Held rows whose live delivery succeeded, for [`delete_delivered`].
-    deletes: mpsc::UnboundedSender<i64>,
+    /// Held rows whose live delivery succeeded (with their order keys), for
+    /// [`delete_delivered`].
+    deletes: mpsc::UnboundedSender<HeldRow>,
 }
+
+/// A held row's id and order key.
+type HeldRow = (i64, Option<String>);
 
 /// Most rows one delete transaction takes.
 const DELETE_BATCH: usize = 512;
@@ -87,14 +91,15 @@ const DELETE_BATCH: usize = 512;
 /// delivered message would make the spill writes (which the acknowledgements wait for)
 /// queue up behind them on the queue thread. A row leaves the held set only once deleted.
 async fn delete_delivered(
-    mut ids: mpsc::UnboundedReceiver<i64>,
+    mut delivered: mpsc::UnboundedReceiver<HeldRow>,
     queue: Queue,
     held: Arc<Mutex<HashSet<i64>>>,
+    wake: Arc<Wakeup>,
     abort: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(DELETE_BATCH);
-    while ids.recv_many(&mut batch, DELETE_BATCH).await > 0 {
-        let rows: Arc<Vec<i64>> = Arc::new(std::mem::take(&mut batch));
+    while delivered.recv_many(&mut batch, DELETE_BATCH).await > 0 {
+        let rows: Arc<Vec<i64>> = Arc::new(batch.iter().map(|(id, _)| *id).collect());
         let queue = &queue;
         let deleted = until_written(
             &abort,
@@ -120,6 +125,10 @@ async fn delete_delivered(
         let mut held = lock(&held);
         for id in rows.iter() {
             held.remove(id);
+        }
+        drop(held);
+        for (_, key) in batch.drain(..) {
+            wake.unblocked(key.as_deref());
         }
     }
 }
@@ -172,11 +181,12 @@ impl Spill {
         wake: Arc<Wakeup>,
         abort: CancellationToken,
     ) -> (Spill, tokio::task::JoinHandle<()>) {
-        let (deletes, ids) = mpsc::unbounded_channel();
+        let (deletes, delivered) = mpsc::unbounded_channel();
         let deleter = tokio::spawn(delete_delivered(
-            ids,
+            delivered,
             queue.clone(),
             Arc::clone(&held),
+            Arc::clone(&wake),
             abort.clone(),
         ));
         let spill = Spill {
@@ -354,11 +364,12 @@ impl Spill {
             | Outcome::Skipped { .. }
             | Outcome::Duplicate { .. }
             | Outcome::Coalesced { .. } => {
-                if let Err(unsent) = self.deletes.send(id) {
+                if let Err(unsent) = self.deletes.send((id, tracked.order_key.clone())) {
                     // The deleter has stopped (only while stopping): delete it here.
-                    let id = unsent.0;
+                    let (id, key) = unsent.0;
                     apply(&self.queue, id, Change::Delete, &meta, &self.abort).await;
                     lock(&self.held).remove(&id);
+                    self.wake.unblocked(key.as_deref());
                 }
                 return;
             }
@@ -384,6 +395,7 @@ impl Spill {
                     events::dead_lettered(&meta);
                 }
                 lock(&self.held).remove(&id);
+                self.wake.unblocked(tracked.order_key.as_deref());
             }
             None => {
                 // The row is the worker's now (or the next start's).
