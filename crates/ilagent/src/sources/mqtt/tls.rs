@@ -121,7 +121,7 @@ impl TlsSnapshot {
         }
         // One explicit provider, so the process-wide default (which is ambiguous when
         // several are compiled in) never matters.
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Setup(e.to_string()))?
