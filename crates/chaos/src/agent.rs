@@ -130,7 +130,7 @@ impl Agent {
     /// Waits until `/ready` answers 200 (every source connected and subscribed).
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let url = format!("http://127.0.0.1:{}/ready", self.ops_port);
-        let client = reqwest::Client::new();
+        let client = testkit::http_client().build()?;
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             self.check()?;

@@ -128,7 +128,7 @@ const PROXY_CLIENTS: usize = 8;
 /// fails if one is not taken within `give_up`.
 pub async fn proxy(port: u16, count: usize, rate: usize, give_up: Duration) -> Result<()> {
     let stream = stream(count);
-    let client = reqwest::Client::builder()
+    let client = testkit::http_client()
         .timeout(Duration::from_secs(10))
         .build()
         .context("cannot build the HTTP client")?;

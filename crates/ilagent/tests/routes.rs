@@ -509,7 +509,7 @@ alert_key = '.fingerprint'
     );
     let config = config.display().to_string();
     let agent = start(&stand_in, &["--config", &config, "daemon", "-vv"], &[]);
-    let client = reqwest::Client::new();
+    let client = testkit::http_client().build().unwrap();
     let url = format!("http://127.0.0.1:{port}/hooks/monitor");
     let post = |body: &'static str| {
         let (client, url) = (client.clone(), url.clone());

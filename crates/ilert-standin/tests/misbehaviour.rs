@@ -112,7 +112,7 @@ async fn scripted_drop_closes_connection_without_response() {
 async fn scripted_delay_provokes_client_timeout() {
     let standin = StandIn::start().await.unwrap();
     standin.script([Scripted::Delay { ms: 1_000 }]);
-    let impatient = reqwest::Client::builder()
+    let impatient = testkit::http_client()
         .no_proxy()
         .timeout(Duration::from_millis(100))
         .build()

@@ -11,12 +11,14 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod certs;
+mod http;
 mod mosquitto;
 mod ports;
 mod process;
 mod tansu;
 
 pub use certs::{CLIENT_COMMON_NAME, TestCerts};
+pub use http::http_client;
 pub use mosquitto::{Mosquitto, MosquittoConfig, TlsFiles};
 pub use ports::{free_port, try_free_port, wait_for_port};
 pub use tansu::{Tansu, tansu_binary};

@@ -57,7 +57,7 @@ impl Ceiling {
             ..Behaviour::default()
         })
         .await?;
-        let client = reqwest::Client::builder()
+        let client = testkit::http_client()
             .pool_max_idle_per_host(self.keys)
             .timeout(Duration::from_secs(30))
             .build()

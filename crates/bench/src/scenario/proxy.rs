@@ -62,7 +62,7 @@ impl ProxyScenario {
         if let Some(reason) = wait_for_listener(&mut agent, port).await? {
             return Ok(Row::skipped(self.name, reason));
         }
-        let client = reqwest::Client::builder()
+        let client = testkit::http_client()
             .pool_max_idle_per_host(self.clients)
             .timeout(Duration::from_secs(30))
             .build()

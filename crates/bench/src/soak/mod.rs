@@ -154,7 +154,7 @@ pub async fn run(config: &Config) -> Result<Outcome> {
     }
     wait_for_port(proxy_port).await?;
     // No idle connections kept: see `Agent::metrics`.
-    let client = reqwest::Client::builder()
+    let client = testkit::http_client()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10))
         .build()?;

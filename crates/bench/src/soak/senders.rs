@@ -125,7 +125,7 @@ pub fn proxy(
     counters: Arc<Counters>,
 ) -> Sender {
     tokio::spawn(async move {
-        let client = reqwest::Client::builder()
+        let client = testkit::http_client()
             .timeout(Duration::from_secs(30))
             .build()
             .context("cannot build the HTTP client")?;

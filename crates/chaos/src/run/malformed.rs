@@ -81,7 +81,7 @@ pub async fn run(ctx: &Ctx, kind: Kind) -> Result<Outcome> {
             feed::mqtt_payloads(*port, "chaos-malformed", topic, payloads, 500).await?;
         }
         Target::Proxy { port } => {
-            let client = reqwest::Client::new();
+            let client = testkit::http_client().build()?;
             let url = format!("http://127.0.0.1:{port}/api/events");
             for item in interleaved(&bad) {
                 match item {

@@ -77,6 +77,14 @@ pub struct EscalationRule {
 /// Idle connections kept per ilert host, for the next requests.
 const MAX_IDLE_CONNECTIONS: usize = 32;
 
+/// Makes ring the process's TLS crypto provider, which reqwest takes for HTTPS to ilert (as
+/// MQTT over TLS does, see `sources::mqtt::tls`). The certificates are the system's, as
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR` may point elsewhere. Only the first call counts.
+fn install_crypto_provider() {
+    // An error only says a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The ilert API client. Cheap to clone; clones share the connection pool.
 #[derive(Clone, Debug)]
 pub struct IlertClient {
@@ -87,6 +95,7 @@ pub struct IlertClient {
 
 impl IlertClient {
     pub fn new(settings: &ClientSettings) -> Result<Self, ClientBuildError> {
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("ilagent/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(settings.connect_timeout)

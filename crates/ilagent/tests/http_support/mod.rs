@@ -41,7 +41,7 @@ pub fn start_proxy(ilert_url: &str, db: &Path, port: u16, extra: &[&str]) -> Age
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    testkit::http_client()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()

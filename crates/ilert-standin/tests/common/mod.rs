@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 pub const WAIT: Duration = Duration::from_secs(5);
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    testkit::http_client()
         .no_proxy()
         .timeout(Duration::from_secs(5))
         .build()
