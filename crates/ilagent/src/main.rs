@@ -32,9 +32,7 @@ fn main() -> ExitCode {
 /// arena (chosen for memory) serialised the runtime's workers and librdkafka's threads on its
 /// lock (a message allocated on the poll thread is freed on a worker), so `kafka-0ms` ran at
 /// 20,000-23,000 msg/s for 2.4 s of CPU; jemalloc's per-thread caches take it to about
-/// 35,000 for 1.5 s, at the same peak RSS. It also makes mapping a parked message again
-/// cheap enough that routed messages need not keep their action while they wait (see the
-/// dispatcher), which is what keeps `kafka-0ms-routes` near `kafka-0ms` in memory.
+/// 35,000 for 1.5 s, at the same peak RSS.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

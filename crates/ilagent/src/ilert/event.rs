@@ -109,6 +109,44 @@ pub struct Service {
     pub id: Option<i64>,
 }
 
+/// An event's `customDetails`: a JSON object, kept as its text. Custom details are only ever
+/// sent, never read again, and as text they take a fraction of the memory of a parsed map
+/// (five entries: about 100 bytes instead of 800), which counts in the thousands of events a
+/// full window holds.
+#[derive(Clone, Debug)]
+pub struct CustomDetails(Box<serde_json::value::RawValue>);
+
+impl CustomDetails {
+    /// The object, parsed again.
+    #[cfg(test)]
+    pub(crate) fn to_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+}
+
+impl From<serde_json::Map<String, serde_json::Value>> for CustomDetails {
+    fn from(map: serde_json::Map<String, serde_json::Value>) -> Self {
+        // Serializing a map of JSON values cannot fail; were it to, the event would go
+        // with `null` details rather than not at all.
+        let raw = serde_json::value::to_raw_value(&map)
+            .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
+        CustomDetails(raw)
+    }
+}
+
+/// Same object text, same details: a map's text is canonical (keys in order).
+impl PartialEq for CustomDetails {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Serialize for CustomDetails {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
 /// One ilert event, ready to send.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -137,7 +175,7 @@ pub struct Event {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<Service>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub custom_details: Option<serde_json::Map<String, serde_json::Value>>,
+    pub custom_details: Option<CustomDetails>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routing_key: Option<String>,
     /// Where to post this event when it is not where its deliverer posts (an event that

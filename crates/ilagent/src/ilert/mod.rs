@@ -9,4 +9,4 @@ pub mod event;
 
 pub use classify::Verdict;
 pub use client::{ClientSettings, EventPath, IlertClient};
-pub use event::{Event, EventType, Priority};
+pub use event::{CustomDetails, Event, EventType, Priority};

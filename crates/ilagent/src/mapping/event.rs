@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::config::MappingConfig;
 use super::fields::{FieldPath, scalar_text, type_name};
-use crate::ilert::{Event, EventType, Priority};
+use crate::ilert::{CustomDetails, Event, EventType, Priority};
 use crate::message::{Metadata, SourceKind};
 use crate::secret::Secret;
 
@@ -33,7 +33,7 @@ pub(super) fn build(
 ) -> Result<Event, String> {
     let event = build_fields(&object, meta, config)?;
     Ok(Event {
-        custom_details: custom_details(object, meta, config)?,
+        custom_details: custom_details(object, meta, config)?.map(CustomDetails::from),
         ..event
     })
 }

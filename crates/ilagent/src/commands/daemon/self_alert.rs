@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::action::{Action, Outcome};
 use crate::config::{SelfWatchConfig, Thresholds};
 use crate::delivery::{Context, Deliverer};
-use crate::ilert::{Event, EventType};
+use crate::ilert::{CustomDetails, Event, EventType};
 use crate::observe::figures::{self, Snapshot};
 use crate::secret::Secret;
 
@@ -369,7 +369,7 @@ async fn send_wanted(
             event.alert_key = Some(alert_key(&agent_name, *kind));
             event.summary = Some(want.summary.clone());
             event.details = Some(want.details.clone());
-            event.custom_details = want.custom.as_object().cloned();
+            event.custom_details = want.custom.as_object().cloned().map(CustomDetails::from);
             let location = format!("self-monitoring {}", kind.name());
             let ctx = Context {
                 location: &location,
