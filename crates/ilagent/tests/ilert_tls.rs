@@ -57,6 +57,15 @@ fn stand_in_port(stand_in: &StandIn) -> u16 {
         .unwrap()
 }
 
+/// The stand-in behind a TLS front whose certificate the returned CA signed, and the
+/// front's URL.
+async fn ilert_over_https() -> (StandIn, TestCerts, String) {
+    let stand_in = StandIn::start().await.unwrap();
+    let certs = TestCerts::generate().unwrap();
+    let port = tls_front(&certs, stand_in_port(&stand_in)).await;
+    (stand_in, certs, format!("https://127.0.0.1:{port}"))
+}
+
 fn event_args(url: &str) -> Vec<String> {
     [
         "event",
@@ -75,10 +84,7 @@ fn event_args(url: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn an_event_reaches_ilert_over_https_when_ssl_cert_file_trusts_its_ca() {
-    let stand_in = StandIn::start().await.unwrap();
-    let certs = TestCerts::generate().unwrap();
-    let port = tls_front(&certs, stand_in_port(&stand_in)).await;
-    let url = format!("https://127.0.0.1:{port}");
+    let (stand_in, certs, url) = ilert_over_https().await;
     let args = event_args(&url);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let ca = certs.ca.display().to_string();
@@ -93,10 +99,7 @@ async fn an_event_reaches_ilert_over_https_when_ssl_cert_file_trusts_its_ca() {
 
 #[tokio::test]
 async fn a_certificate_the_system_store_does_not_trust_is_refused_and_nothing_is_sent() {
-    let stand_in = StandIn::start().await.unwrap();
-    let certs = TestCerts::generate().unwrap();
-    let port = tls_front(&certs, stand_in_port(&stand_in)).await;
-    let url = format!("https://127.0.0.1:{port}");
+    let (stand_in, _certs, url) = ilert_over_https().await;
     let args = event_args(&url);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // A store with another CA in it: the front's certificate has an unknown issuer.
