@@ -27,6 +27,9 @@ const SHARED_PREFIXES: &[&str] = &[
     "enable.idempotence",
 ];
 
+/// The largest fetch response the consumer asks for (see [`consumer_config`]).
+const FETCH_MAX_BYTES: &str = "1000000";
+
 pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = connection(&config.connection, &config.connection.client_id);
     client
@@ -55,7 +58,7 @@ pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
         .set("queued.max.messages.kbytes", "1024")
         .set("fetch.queue.backoff.ms", "10")
         // The lowest librdkafka takes: it must be at least message.max.bytes (1,000,000).
-        .set("fetch.max.bytes", "1000000")
+        .set("fetch.max.bytes", FETCH_MAX_BYTES)
         // Shorter runs per partition in each fetch, so the agent's buffer holds messages of
         // every partition (and so of more alert keys) instead of a long run of one.
         .set("max.partition.fetch.bytes", "262144")
@@ -66,6 +69,14 @@ pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
         );
     for (key, value) in &config.connection.properties {
         client.set(key, value);
+    }
+    // librdkafka refuses a fetch.max.bytes below message.max.bytes: whoever raises the
+    // latter for larger messages gets responses that fit them, unless they set both.
+    if client.get("fetch.max.bytes") == Some(FETCH_MAX_BYTES)
+        && let Some(message_max) = client.get("message.max.bytes").map(str::to_string)
+        && message_max.parse::<u64>().is_ok_and(|n| n > 1_000_000)
+    {
+        client.set("fetch.max.bytes", message_max);
     }
     client
 }
@@ -183,6 +194,28 @@ mod tests {
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
         assert_eq!(c.get("auto.offset.reset"), Some("latest"));
+    }
+
+    #[test]
+    fn a_larger_message_max_bytes_raises_the_fetch_limit_with_it_unless_both_are_set() {
+        let mut cfg = config();
+        assert_eq!(
+            consumer_config(&cfg).get("fetch.max.bytes"),
+            Some("1000000")
+        );
+        cfg.connection.properties = vec![("message.max.bytes".into(), "5000000".into())];
+        assert_eq!(
+            consumer_config(&cfg).get("fetch.max.bytes"),
+            Some("5000000")
+        );
+        cfg.connection.properties = vec![
+            ("message.max.bytes".into(), "5000000".into()),
+            ("fetch.max.bytes".into(), "8000000".into()),
+        ];
+        assert_eq!(
+            consumer_config(&cfg).get("fetch.max.bytes"),
+            Some("8000000")
+        );
     }
 
     #[test]
