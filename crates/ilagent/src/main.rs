@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use ilagent::cli::Cli;
+use ilagent::cli::{Cli, Command};
 use ilagent::commands::{self, Exit};
 
 fn main() -> ExitCode {
@@ -14,6 +14,9 @@ fn main() -> ExitCode {
             variable,
             "ignored: it holds a Kubernetes service link, not a port"
         );
+    }
+    if matches!(cli.command, Command::Daemon(_)) {
+        spawn_allocator_gauges();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -49,3 +52,35 @@ unsafe impl Sync for MallocConf {}
 #[unsafe(export_name = "malloc_conf")]
 static MALLOC_CONF: MallocConf =
     MallocConf(c"narenas:1,dirty_decay_ms:0,muzzy_decay_ms:0".as_ptr());
+
+/// How often the allocator's figures are read.
+const ALLOCATOR_GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Publishes jemalloc's own figures every few seconds: the bytes the agent's objects take
+/// (`ilagent_memory_allocated_bytes`) and the bytes the allocator keeps resident for them
+/// (`ilagent_memory_resident_bytes`). A resident memory that grows while the allocated
+/// bytes stay flat is the allocator's (fragmentation); one that grows with them is the
+/// agent's. Here rather than in the library, which does not know the allocator. On a
+/// thread of its own: reading the figures is a blocking call.
+fn spawn_allocator_gauges() {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    let spawned = std::thread::Builder::new()
+        .name("allocator-gauges".into())
+        .spawn(|| {
+            loop {
+                // The figures are a snapshot taken at each epoch.
+                if epoch::advance().is_ok() {
+                    if let Ok(bytes) = stats::allocated::read() {
+                        metrics::gauge!("ilagent_memory_allocated_bytes").set(bytes as f64);
+                    }
+                    if let Ok(bytes) = stats::resident::read() {
+                        metrics::gauge!("ilagent_memory_resident_bytes").set(bytes as f64);
+                    }
+                }
+                std::thread::sleep(ALLOCATOR_GAUGES_EVERY);
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the allocator's gauges; the agent runs without them");
+    }
+}

@@ -180,6 +180,41 @@ async fn ready_reports_a_kafka_source_that_cannot_connect_and_one_that_consumes(
 }
 
 #[tokio::test]
+async fn the_allocators_figures_are_on_the_metrics_page() {
+    let stand_in = StandIn::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let agent = start_proxy(&stand_in.url(), &dir.path().join("q.db3"), port, &[]);
+    wait_up(&agent, port).await;
+
+    // Read every 5 s.
+    let mut figures = (0.0, 0.0);
+    for _ in 0..40 {
+        let samples = scrape(port).await;
+        figures = (
+            value(&samples, "ilagent_memory_allocated_bytes", &[]),
+            value(&samples, "ilagent_memory_resident_bytes", &[]),
+        );
+        if figures.0 > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (allocated, resident) = figures;
+    assert!(
+        allocated > 100_000.0,
+        "allocated {allocated}\n{}",
+        agent.log()
+    );
+    assert!(
+        resident >= allocated,
+        "resident {resident} < allocated {allocated}"
+    );
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_count_what_was_sent() {
     const VALID: usize = 25;
     const INVALID: usize = 4;

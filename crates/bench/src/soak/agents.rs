@@ -38,6 +38,9 @@ pub struct AgentSample {
     pub dead_letters: Option<f64>,
     /// `ilagent_queue_depth`: rows queued for delivery.
     pub queue_depth: Option<f64>,
+    /// `ilagent_memory_allocated_bytes` in MiB: what the agent's objects take, as the
+    /// allocator counts it (an RSS that grows while this stays flat is fragmentation).
+    pub allocated_mib: Option<f64>,
 }
 
 impl Agent {
@@ -138,6 +141,7 @@ impl Agent {
             sqlite_mib: self.sqlite_bytes() as f64 / (1024.0 * 1024.0),
             dead_letters: gauge("ilagent_dead_letters"),
             queue_depth: gauge("ilagent_queue_depth"),
+            allocated_mib: gauge("ilagent_memory_allocated_bytes").map(|b| b / (1024.0 * 1024.0)),
         }
     }
 }

@@ -197,6 +197,17 @@ impl Outcome {
                     RSS,
                 ),
                 judge(
+                    &format!("agent {name} allocated"),
+                    "MiB",
+                    &self
+                        .samples
+                        .iter()
+                        .filter_map(|s| Some((s.t_seconds, s.agents[a].allocated_mib?)))
+                        .collect::<Vec<_>>(),
+                    w,
+                    RSS,
+                ),
+                judge(
                     &format!("agent {name} open fds"),
                     "",
                     &series(|s| s.fds),

@@ -51,8 +51,9 @@ impl Sample {
             .map(|(name, s)| {
                 let gauge = |g: Option<f64>| g.map_or("?".to_string(), |v| v.to_string());
                 format!(
-                    "{name}: rss {:.1} MiB fds {} ({} sockets) sqlite {:.2} MiB queued {} dead {}",
+                    "{name}: rss {:.1} MiB (allocated {}) fds {} ({} sockets) sqlite {:.2} MiB queued {} dead {}",
                     s.rss_mib,
+                    s.allocated_mib.map_or("?".to_string(), |v| format!("{v:.1}")),
                     s.fds,
                     s.sockets,
                     s.sqlite_mib,
