@@ -31,7 +31,7 @@ fn main() -> ExitCode {
 }
 
 /// jemalloc instead of glibc's allocator, for every allocation in the process (librdkafka's,
-/// SQLite's and OpenSSL's too). Measured in `scripts/bench` (3 runs each): glibc with one
+/// SQLite's and OpenSSL's, which librdkafka uses, too). Measured in `scripts/bench` (3 runs each): glibc with one
 /// arena (chosen for memory) serialised the runtime's workers and librdkafka's threads on its
 /// lock (a message allocated on the poll thread is freed on a worker), so `kafka-0ms` ran at
 /// 20,000-23,000 msg/s for 2.4 s of CPU; jemalloc's per-thread caches take it to about

@@ -48,8 +48,8 @@ pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
         )
         .set("enable.partition.eof", "false")
         // Bounded memory. librdkafka's own prefetch queue is otherwise 64 MB, and a single
-        // fetch response up to 50 MB (brokers fill a response up to the request's total
-        // limit, whatever the per-partition one says). The agent's own window is the
+        // fetch response up to 50 MB (tansu, the test broker, fills a response up to the
+        // request's total limit, whatever the per-partition one says). The agent's window is the
         // buffer that matters; librdkafka's only has to cover one fetch round trip, and a
         // short backoff (default 1 s) refetches as soon as the queue has drained below
         // the limit instead of letting it run dry. Measured in `scripts/bench`: 7 MB less
