@@ -49,12 +49,12 @@ pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
         .set("enable.partition.eof", "false")
         // Bounded memory. librdkafka's own prefetch queue is otherwise 64 MB, and a single
         // fetch response up to 50 MB (tansu, the test broker, fills a response up to the
-        // request's total limit, whatever the per-partition one says). The agent's window is the
-        // buffer that matters; librdkafka's only has to cover one fetch round trip, and a
-        // short backoff (default 1 s) refetches as soon as the queue has drained below
-        // the limit instead of letting it run dry. Measured in `scripts/bench`: 7 MB less
-        // peak RSS in `kafka-0ms` at the same rate; 512 KiB cost `kafka-50ms` a fifth of
-        // its rate, as did lowering queued.min.messages.
+        // request's total limit, whatever the per-partition one says). The agent's window
+        // is the buffer that matters; librdkafka's only has to cover one fetch round trip,
+        // and a short backoff (default 1 s) refetches as soon as the queue has drained
+        // below the limit instead of letting it run dry. Measured in `scripts/bench`: 7 MB
+        // less peak RSS in `kafka-0ms` at the same rate; 512 KiB cost `kafka-50ms` a fifth
+        // of its rate, as did lowering queued.min.messages.
         .set("queued.max.messages.kbytes", "1024")
         .set("fetch.queue.backoff.ms", "10")
         // The lowest librdkafka takes: it must be at least message.max.bytes (1,000,000).
