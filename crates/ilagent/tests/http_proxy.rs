@@ -496,3 +496,64 @@ async fn sigterm_stops_waiting_at_once_and_leaves_what_waited_for_its_budget_que
         "what waited for the budget stays queued for the next start"
     );
 }
+
+/// The agent's connections to ilert at `addr`, counted from the kernel's table (the
+/// stand-in's own ends have its port as their local one, so only the client ends match).
+fn established_connections_to(addr: SocketAddr) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote = format!("0100007F:{:04X}", addr.port());
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn after_a_burst_of_fifty_parallel_deliveries_at_most_sixteen_connections_to_ilert_stay_open()
+{
+    let stand_in = StandIn::start().await.unwrap();
+    // Slow answers make the deliveries overlap, each on a connection of its own; fifty
+    // events are what ilert's default budget lets one integration key send at once.
+    stand_in.set_behaviour(Behaviour {
+        latency_ms: 1_000,
+        ..Behaviour::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("proxy.db3");
+    let port = free_port();
+    let agent = start_proxy(&stand_in.url(), &db, port, &[]);
+    wait_up(&agent, port).await;
+
+    let client = client();
+    for key in 0..50 {
+        assert_eq!(post_event(&client, port, &event(key, 0)).await.0, 202);
+    }
+    let mut most_at_once = 0;
+    let all_arrived = eventually(Duration::from_secs(30), || {
+        most_at_once = most_at_once.max(established_connections_to(stand_in.addr()));
+        stand_in.events().len() == 50
+    })
+    .await;
+    assert!(all_arrived, "{} of 50 arrived", stand_in.events().len());
+    assert!(
+        most_at_once > 16,
+        "the burst used {most_at_once} connections at most: it does not test the cap"
+    );
+
+    // Once the answers are in, the connections beyond the idle cap are closed.
+    let settled = eventually(Duration::from_secs(5), || {
+        established_connections_to(stand_in.addr()) <= 16
+    })
+    .await;
+    assert!(
+        settled,
+        "{} connections to ilert stay open after the burst (at most 16 are kept idle)",
+        established_connections_to(stand_in.addr())
+    );
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
