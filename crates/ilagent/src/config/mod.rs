@@ -26,6 +26,7 @@ mod kafka;
 mod mqtt;
 mod self_watch;
 
+pub use file::{ConfigFile, FileError};
 pub(crate) use kafka::non_empty as kafka_non_empty;
 pub use kafka::{KafkaConfig, KafkaConnection, KafkaSecurity, StartOffset, StartPosition};
 pub(crate) use mqtt::client_id as mqtt_client_id;
@@ -392,8 +393,9 @@ pub(crate) fn route_table(
 ) -> Result<RouteTable, UsageError> {
     match &global.config_file {
         None => Ok(RouteTable::default()),
-        Some(file) => RouteTable::compile(file.routes(), mapping, &file.located)
-            .map_err(|e| UsageError::new(e.to_string())),
+        Some(file) => {
+            RouteTable::of_file(file, mapping).map_err(|e| UsageError::new(e.to_string()))
+        }
     }
 }
 

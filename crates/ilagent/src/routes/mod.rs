@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 use self::expr::{Expr, Inputs};
 use self::spec::{KindName, RouteSpec, SourceName};
 use crate::action::{Action, DedupeId};
-use crate::config::file::{FileError, Located};
+use crate::config::file::{ConfigFile, FileError, Located};
 use crate::delivery::idempotency;
 use crate::mapping::{self, FieldPath, MappingConfig, MessageKind, PolicyMapping};
 use crate::message::{Message, SourceKind};
@@ -78,6 +78,12 @@ pub(crate) enum Routed {
 }
 
 impl RouteTable {
+    /// The routes of a configuration file, compiled with the flag mapping `flags` (which
+    /// routes without field expressions use).
+    pub fn of_file(file: &ConfigFile, flags: &MappingConfig) -> Result<RouteTable, FileError> {
+        RouteTable::compile(file.routes(), flags, &file.located)
+    }
+
     /// Compiles every route of the file; `flags` is the flag mapping, which routes without
     /// field expressions use. Fails on the first route that cannot work, naming it.
     pub(crate) fn compile(

@@ -27,9 +27,7 @@ fn example_tables() -> Vec<RouteTable> {
         let copy = scratch.path().join(path.file_name().unwrap());
         std::fs::write(&copy, text).unwrap();
         let file = ConfigFile::read(&copy).unwrap();
-        tables.push(
-            RouteTable::compile(file.routes(), &MappingConfig::default(), &file.located).unwrap(),
-        );
+        tables.push(RouteTable::of_file(&file, &MappingConfig::default()).unwrap());
     }
     assert!(tables.len() >= 3, "examples not found");
     tables
@@ -132,7 +130,7 @@ fn table_of(text: &str) -> RouteTable {
     let path = dir.path().join("ilagent.toml");
     std::fs::write(&path, text).unwrap();
     let file = ConfigFile::read(&path).unwrap();
-    RouteTable::compile(file.routes(), &MappingConfig::default(), &file.located).unwrap()
+    RouteTable::of_file(&file, &MappingConfig::default()).unwrap()
 }
 
 fn dedupe_of(table: &RouteTable, payload: &str) -> Result<Option<String>, String> {
