@@ -24,7 +24,11 @@ use jaq_core::load::{Arena, File, Lexer, Loader};
 use jaq_core::{Compiler, Ctx, Vars, data};
 use jaq_json::Val;
 
-/// The variables every expression may use, in the order [`Inputs::vars`] binds them.
+use super::native::Scope;
+use crate::message::Metadata;
+use std::cell::OnceCell;
+
+/// The variables every expression may use, in the order jaq binds them ([`Inputs`]).
 pub(crate) const VARIABLES: [&str; 8] = [
     "$topic",
     "$key",
@@ -78,59 +82,141 @@ pub(crate) struct CompileError {
     pub offset: usize,
 }
 
+/// How deeply a payload may nest for routes. serde_json refuses deeper payloads; jaq's
+/// reader recurses without a limit, so a payload of a few hundred thousand `[` would
+/// overflow the stack: such a payload is invalid, with this reason, before jaq sees it.
+pub(crate) const MAX_NESTING: usize = 128;
+
 /// What one message offers its expressions.
-pub(crate) struct Inputs {
-    pub payload: Val,
-    /// Bound once per message: every expression of the route shares the list.
-    vars: Vars<Val>,
-    /// The same values, in the order of [`VARIABLES`], for the fast path.
-    values: [Val; VARIABLES.len()],
+pub(crate) struct Inputs<'m> {
+    meta: &'m Metadata,
+    text: &'m str,
+    /// The payload as serde_json reads it, for the fast path; `None` when serde_json does
+    /// not take it as JSON (then every expression runs on jaq, which decides what it is).
+    json: Option<serde_json::Value>,
+    /// The payload and the variables as jaq's values: made on the first expression that
+    /// needs jaq, then shared by the route's other expressions.
+    jaq: OnceCell<(Val, Vars<Val>)>,
 }
 
-impl Inputs {
+impl<'m> Inputs<'m> {
     /// The payload is parsed as JSON when it is JSON; otherwise `.` is its text (so is
-    /// `$rawValue`, always). `None` only for a payload that is not UTF-8 (see the caller).
-    pub(crate) fn new(payload: &[u8], meta: &crate::message::Metadata) -> Option<Inputs> {
-        let text = std::str::from_utf8(payload).ok()?;
-        // As Camunda does: the parsed JSON if it is JSON, else the text itself.
-        let value = jaq_json::read::parse_single(payload)
-            .unwrap_or_else(|_| Val::utf8_str(text.to_string()));
-        let headers: jaq_json::Map = meta
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    Val::utf8_str(k.clone()),
-                    Val::utf8_str(String::from_utf8_lossy(v).into_owned()),
-                )
-            })
-            .collect();
-        let number = |n: Option<i64>| {
-            n.and_then(|n| isize::try_from(n).ok())
-                .map_or(Val::Null, |n| Val::Num(jaq_json::Num::Int(n)))
-        };
-        let timestamp = meta
-            .timestamp
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .and_then(|d| i64::try_from(d.as_millis()).ok());
-        let values = [
-            Val::utf8_str(meta.topic.clone()),
-            meta.key
-                .as_ref()
-                .map_or(Val::Null, |k| Val::utf8_str(k.clone())),
-            number(meta.partition.map(i64::from)),
-            number(meta.offset),
-            Val::obj(headers),
-            number(timestamp),
-            Val::utf8_str(text.to_string()),
-            value.clone(),
-        ];
-        Some(Inputs {
-            payload: value,
-            vars: Vars::new(values.clone()),
-            values,
+    /// `$rawValue`, always). Fails, with the reason, for a payload that is not UTF-8 or
+    /// nests deeper than [`MAX_NESTING`].
+    pub(crate) fn new(payload: &'m [u8], meta: &'m Metadata) -> Result<Inputs<'m>, String> {
+        let text =
+            std::str::from_utf8(payload).map_err(|_| crate::mapping::not_utf8_reason(payload))?;
+        // jaq reads `-0` as the integer 0, serde_json as the float -0.0: a payload with a
+        // negative zero goes to jaq whole, so that the fast path never answers otherwise.
+        let json = serde_json::from_slice(payload)
+            .ok()
+            .filter(|json| !has_negative_zero(json));
+        if json.is_none() && nests_deeper_than(payload, MAX_NESTING) {
+            return Err(format!(
+                "payload nests deeper than {MAX_NESTING} levels of arrays and objects"
+            ));
+        }
+        Ok(Inputs {
+            meta,
+            text,
+            json,
+            jaq: OnceCell::new(),
         })
     }
+
+    /// What the fast path reads, if serde_json took the payload.
+    fn scope(&self) -> Option<Scope<'_>> {
+        Some(Scope {
+            payload: self.json.as_ref()?,
+            text: self.text,
+            meta: self.meta,
+        })
+    }
+
+    /// The payload and the variables (in the order of [`VARIABLES`]) as jaq's values.
+    fn jaq(&self) -> &(Val, Vars<Val>) {
+        self.jaq.get_or_init(|| {
+            let text = self.text;
+            // As Camunda does: the parsed JSON if it is JSON, else the text itself.
+            let value = jaq_json::read::parse_single(text.as_bytes())
+                .unwrap_or_else(|_| Val::utf8_str(text.to_string()));
+            let meta = self.meta;
+            let headers: jaq_json::Map = meta
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        Val::utf8_str(k.clone()),
+                        Val::utf8_str(String::from_utf8_lossy(v).into_owned()),
+                    )
+                })
+                .collect();
+            let number = |n: Option<i64>| {
+                n.and_then(|n| isize::try_from(n).ok())
+                    .map_or(Val::Null, |n| Val::Num(jaq_json::Num::Int(n)))
+            };
+            let values = [
+                Val::utf8_str(meta.topic.clone()),
+                meta.key
+                    .as_ref()
+                    .map_or(Val::Null, |k| Val::utf8_str(k.clone())),
+                number(meta.partition.map(i64::from)),
+                number(meta.offset),
+                Val::obj(headers),
+                number(timestamp_millis(meta)),
+                Val::utf8_str(text.to_string()),
+                value.clone(),
+            ];
+            (value, Vars::new(values))
+        })
+    }
+}
+
+/// `$timestamp`: when the producer (or broker) stamped the message, in milliseconds since
+/// the epoch.
+pub(crate) fn timestamp_millis(meta: &Metadata) -> Option<i64> {
+    meta.timestamp
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+}
+
+fn has_negative_zero(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => n.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative()),
+        Value::Array(items) => items.iter().any(has_negative_zero),
+        Value::Object(map) => map.values().any(has_negative_zero),
+        _ => false,
+    }
+}
+
+/// Whether the arrays and objects of `payload` (JSON or not) nest deeper than `limit`:
+/// brackets outside strings, counted without parsing.
+fn nests_deeper_than(payload: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in payload {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 impl Expr {
@@ -189,12 +275,11 @@ impl Expr {
     /// The first output of the expression (`null` if it has none), or the error it
     /// raised, as a message. The forms [`super::native`] has are evaluated there.
     pub(crate) fn eval(&self, inputs: &Inputs) -> Result<serde_json::Value, String> {
-        if let Some(value) = self
-            .native
-            .as_ref()
-            .and_then(|native| native.eval(&inputs.payload, &inputs.values))
+        if let Some(native) = &self.native
+            && let Some(scope) = inputs.scope()
+            && let Some(value) = native.eval(&scope)
         {
-            return to_json(&value);
+            return Ok(value.into_owned());
         }
         self.eval_with_jaq(inputs)
     }
@@ -207,11 +292,12 @@ impl Expr {
 
     /// [`Expr::eval`] without the fast path.
     pub(crate) fn eval_with_jaq(&self, inputs: &Inputs) -> Result<serde_json::Value, String> {
-        let ctx = Ctx::<Data>::new(&self.filter.lut, inputs.vars.clone());
+        let (payload, vars) = inputs.jaq();
+        let ctx = Ctx::<Data>::new(&self.filter.lut, vars.clone());
         let mut outputs = self
             .filter
             .id
-            .run((ctx, inputs.payload.clone()))
+            .run((ctx, payload.clone()))
             .map(jaq_core::unwrap_valr);
         match outputs.next() {
             None => Ok(serde_json::Value::Null),

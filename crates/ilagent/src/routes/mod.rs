@@ -153,15 +153,15 @@ impl RouteTable {
         if candidates.is_empty() {
             return Routed::NoRouteHasTopic;
         }
-        let Some(inputs) = Inputs::new(&message.payload, meta) else {
-            let route = candidates[0].name.clone();
-            return Routed::Taken {
-                action: Action::Invalid(format!(
-                    "route `{route}`: {}",
-                    mapping::not_utf8_reason(&message.payload)
-                )),
-                route,
-            };
+        let inputs = match Inputs::new(&message.payload, meta) {
+            Ok(inputs) => inputs,
+            Err(reason) => {
+                let route = candidates[0].name.clone();
+                return Routed::Taken {
+                    action: Action::Invalid(format!("route `{route}`: {reason}")),
+                    route,
+                };
+            }
         };
         for route in &candidates {
             match route.condition_holds(&inputs) {

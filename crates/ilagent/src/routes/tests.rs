@@ -190,3 +190,62 @@ summary = '"order"'
         Ok(Some(long))
     );
 }
+
+/// The action `table` takes for `payload` on the Kafka topic "orders".
+fn action_of(table: &RouteTable, payload: Vec<u8>) -> crate::action::Action {
+    let message = Message {
+        payload,
+        meta: Metadata::new(crate::message::SourceKind::Kafka, "orders"),
+    };
+    match table.route(&message) {
+        super::Routed::Taken { action, .. } => action,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_payload_nested_too_deeply_for_the_expressions_is_set_aside_with_the_reason_not_a_crash() {
+    // A field that needs jaq (not the fast path) and one the fast path has: neither may
+    // see a payload whose reading would recurse without bound.
+    let table = table_of(
+        r#"
+[[route]]
+name = "orders"
+source = "kafka"
+topics = ["orders"]
+[route.fields]
+integration_key = '"il1api-orders"'
+summary = '$topic | ascii_upcase'
+alert_key = '.id'
+"#,
+    );
+    for payload in [
+        // 900 KiB of `[`: jaq's reader alone would overflow the thread's stack.
+        vec![b'['; 900 * 1024],
+        // Valid JSON, 200 levels deep.
+        format!("{}1{}", "[".repeat(200), "]".repeat(200)).into_bytes(),
+        format!("{}{}", r#"{"a":"#.repeat(200), "}".repeat(200)).into_bytes(),
+    ] {
+        match action_of(&table, payload) {
+            crate::action::Action::Invalid(reason) => assert_eq!(
+                reason,
+                "route `orders`: payload nests deeper than 128 levels of arrays and objects"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Brackets inside strings do not count, and 128 levels are fine.
+    let in_string = format!(
+        r#"{{"id": "{}", "x": {}1{}}}"#,
+        "[".repeat(500),
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    match action_of(&table, in_string.into_bytes()) {
+        crate::action::Action::Event(event) => {
+            assert_eq!(event.summary.as_deref(), Some("ORDERS"));
+            assert_eq!(event.alert_key.as_deref(), Some("[".repeat(500).as_str()));
+        }
+        other => panic!("{other:?}"),
+    }
+}
