@@ -91,6 +91,8 @@ fn kinds(rng: &mut StdRng) -> Vec<Malformed> {
             "deep nesting",
             format!("{}1{}", "{\"a\":".repeat(10_000), "}".repeat(10_000)).into_bytes(),
         ),
+        // A reader that recurses without a limit overflows its stack on this.
+        bad("900 KiB of [", vec![b'['; 900 * 1024]),
         bad("900 KiB non-object", {
             let mut text = b"\"".to_vec();
             text.extend(std::iter::repeat_n(b'x', 900 * 1024));

@@ -6,6 +6,10 @@
 //! (a record with an `ilagent.reason` header), the `dead_letters` table of the SQLite file
 //! for MQTT (direct and buffered), and a 4xx answer naming the problem for the proxy, which
 //! stores nothing it would not deliver.
+//!
+//! The routed variant sends the same corpus to a topic a configured route takes, whose jq
+//! expressions mirror the flag mapping field for field (one through jaq, the rest on the
+//! fast path): what the flag mapping sets aside, the route must set aside too.
 
 use std::time::Duration;
 
@@ -41,13 +45,27 @@ fn interleaved(bad: &[Malformed]) -> impl Iterator<Item = Item<'_>> {
     })
 }
 
-pub async fn run(ctx: &Ctx, kind: Kind) -> Result<Outcome> {
-    let mut outcome = Outcome::new(kind.name(), "malformed");
-    let extra: &[&str] = match kind {
-        Kind::Kafka => &["--kafka_dlq_topic", DLQ_TOPIC],
-        _ => &[],
+pub async fn run(ctx: &Ctx, kind: Kind, routed: bool) -> Result<Outcome> {
+    let fault = if routed {
+        "malformed-routed"
+    } else {
+        "malformed"
     };
-    let mut stage = Stage::up(ctx, Setup::start(kind).await?, ilert_like(), extra).await?;
+    let mut outcome = Outcome::new(kind.name(), fault);
+    let setup = Setup::start(kind).await?;
+    let mut extra: Vec<String> = match kind {
+        Kind::Kafka => vec!["--kafka_dlq_topic".into(), DLQ_TOPIC.into()],
+        _ => Vec::new(),
+    };
+    // Kept until the run ends: the agent reads it at start.
+    let config_dir = tempfile::tempdir()?;
+    if routed {
+        let config = config_dir.path().join("routes.toml");
+        std::fs::write(&config, mirror_route(&setup.target))?;
+        extra.extend(["--config".into(), config.display().to_string()]);
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut stage = Stage::up(ctx, setup, ilert_like(), &extra).await?;
     let bad = corpus(ctx.size.malformed, 13);
     let valid = bad.len() * VALID_PER_MALFORMED;
     let stream = feed::stream(valid);
@@ -113,6 +131,33 @@ pub async fn run(ctx: &Ctx, kind: Kind) -> Result<Outcome> {
     outcome.malformed = Some(bad.len());
     outcome.set_aside = Some(set_aside);
     Ok(outcome)
+}
+
+/// A route on the target's topic whose fields are the flag mapping's, as jq expressions;
+/// the summary goes through jaq (a pipe is not on the fast path).
+fn mirror_route(target: &Target) -> String {
+    let (source, topic) = match target {
+        Target::Kafka { topic, .. } => ("kafka", topic.as_str()),
+        Target::Mqtt { topic, .. } => ("mqtt", topic.as_str()),
+        Target::Proxy { .. } => ("http", "/hooks/chaos"),
+    };
+    format!(
+        r#"[[route]]
+name = "chaos-mirror"
+source = "{source}"
+topics = ["{topic}"]
+[route.fields]
+integration_key = '.integrationKey'
+event_type = '.eventType'
+summary = '.summary | .'
+details = '.details'
+alert_key = '.alertKey'
+priority = '.priority'
+links = '.links'
+images = '.images'
+custom_details = '.customDetails'
+"#
+    )
 }
 
 async fn send(

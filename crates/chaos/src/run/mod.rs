@@ -51,6 +51,9 @@ pub enum Fault {
     Ilert503,
     BrokerRestart,
     Malformed,
+    /// The malformed corpus through a configured route whose jq expressions mirror the
+    /// flag mapping: expressions must set aside what mapping does, and never crash.
+    MalformedRouted,
     RebalanceKill,
 }
 
@@ -62,6 +65,7 @@ impl Fault {
             Fault::Ilert503 => "ilert-503",
             Fault::BrokerRestart => "broker-restart",
             Fault::Malformed => "malformed",
+            Fault::MalformedRouted => "malformed-routed",
             Fault::RebalanceKill => "rebalance-kill",
         }
     }
@@ -82,6 +86,8 @@ pub fn plan() -> Vec<(Kind, Fault)> {
     plan.extend(
         [Kind::Kafka, Kind::MqttDirect, Kind::MqttBuffered].map(|k| (k, Fault::BrokerRestart)),
     );
+    // Routes take their messages the same way on every source: one broker of each kind.
+    plan.extend([Kind::Kafka, Kind::MqttDirect].map(|k| (k, Fault::MalformedRouted)));
     plan.push((Kind::Kafka, Fault::RebalanceKill));
     plan
 }
@@ -94,7 +100,8 @@ pub async fn run(ctx: &Ctx, kind: Kind, fault: Fault) -> Outcome {
         Fault::IlertRefused => outage::run(ctx, kind, outage::Mode::Refused).await,
         Fault::Ilert503 => outage::run(ctx, kind, outage::Mode::Unavailable).await,
         Fault::BrokerRestart => broker_restart::run(ctx, kind).await,
-        Fault::Malformed => malformed::run(ctx, kind).await,
+        Fault::Malformed => malformed::run(ctx, kind, false).await,
+        Fault::MalformedRouted => malformed::run(ctx, kind, true).await,
         Fault::RebalanceKill => rebalance::run(ctx).await,
     };
     let mut outcome = result.unwrap_or_else(|error| {
