@@ -99,9 +99,11 @@ struct Queued<T> {
 /// A message waiting behind its key's running task. With a router to map it again
 /// ([`Dispatcher::remapping`]) its action is dropped while it waits: the mapped event costs
 /// more memory than the payload it comes from, and most of a full window waits. Messages a
-/// configured route maps keep theirs: jq expressions cost several times what the flag
-/// mapping does (mapping them again cost `kafka-0ms-routes` a fifth of its rate), and an
-/// event keeps its custom details as text, so a kept action costs about 500 bytes.
+/// configured route maps keep theirs, and an event keeps its custom details as text, so a
+/// kept action costs about 500 bytes: mapping them again cost `kafka-0ms-routes` a fifth of
+/// its rate, and still did after the fast path made a route cost what a flag mapping does
+/// (2026-12-06: 69%, 71%, 90% of `kafka-0ms` and 2.7-3.4 s of CPU instead of 1.7-2.2 s for
+/// the 50,000 events, for 5 MB less peak RSS).
 struct Parked<T> {
     ticket: T,
     message: Message,
