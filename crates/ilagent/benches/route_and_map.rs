@@ -16,6 +16,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bench::scenario::kafka::{KAFKA_0MS, ROUTE};
+
 use ilagent::config::ConfigFile;
 use ilagent::config::Topics;
 use ilagent::mapping::MappingConfig;
@@ -23,22 +25,6 @@ use ilagent::message::{Message, Metadata, SourceKind};
 use ilagent::pipeline::MessageRouter;
 use ilagent::routes::RouteTable;
 use ilagent::sources::route::{Routes, TopicSyntax};
-
-/// The route of `kafka-0ms-routes` (crates/bench/src/scenario/kafka.rs).
-const ROUTE: &str = r#"
-[[route]]
-name = "bench"
-source = "kafka"
-topics = ["routed"]
-when = '.eventType != "ACK"'
-[route.fields]
-integration_key = '.integrationKey'
-event_type = 'if .eventType == "CLEARED" then "RESOLVE" else "ALERT" end'
-summary = '"\(.alertKey): \(.summary) (seq \(.customDetails.seq))"'
-alert_key = '.alertKey'
-priority = 'if .customDetails.key % 2 == 0 then "HIGH" else "LOW" end'
-custom_details = '.customDetails + {partition: $partition}'
-"#;
 
 /// The agent's allocator (main.rs), so that allocations cost here what they cost there.
 #[global_allocator]
@@ -49,12 +35,11 @@ type Case<'a> = (&'a str, &'a [Message], fn(&MessageRouter, &Message));
 
 const MESSAGES: usize = 50_000;
 const ROUNDS: usize = 7;
-const KEYS: usize = 100;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let scratch = tempfile::tempdir()?;
     let path = scratch.path().join("bench.toml");
-    std::fs::write(&path, ROUTE)?;
+    std::fs::write(&path, ROUTE.replace("TOPIC", "routed"))?;
     let file = ConfigFile::read(&path)?;
     let mapping = Arc::new(MappingConfig::default());
     let table = Arc::new(RouteTable::of_file(&file, &mapping)?);
@@ -118,27 +103,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `scripts/bench`'s events (crates/bench/src/event.rs) on `topic`, spread over three
-/// partitions.
+/// `kafka-0ms`'s events on `topic`, spread over its three partitions as the producer's
+/// key hash would.
 fn messages(topic: &str) -> Vec<Message> {
+    let stream = KAFKA_0MS.stream;
     (0..MESSAGES)
         .map(|id| {
-            let (key, seq) = (id % KEYS, id / KEYS);
-            let payload = serde_json::json!({
-                "integrationKey": "il1apibench0000000",
-                "eventType": "ALERT",
-                "summary": format!("bench event {id}"),
-                "alertKey": format!("key-{key}"),
-                "customDetails": {"id": id, "key": key, "seq": seq, "sentMs": 1_765_000_000_000u64}
-            });
+            let (key, payload) = stream.event(id);
             let mut meta = Metadata::new(SourceKind::Kafka, topic);
-            meta.partition = Some((key % 3) as i32);
+            meta.partition = Some((id % stream.keys % 3) as i32);
             meta.offset = Some(id as i64);
-            meta.key = Some(format!("key-{key}"));
-            Message {
-                payload: payload.to_string().into_bytes(),
-                meta,
-            }
+            meta.key = Some(key);
+            Message { payload, meta }
         })
         .collect()
 }

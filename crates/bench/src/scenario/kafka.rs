@@ -35,7 +35,7 @@ pub struct KafkaBacklog {
 /// The route of `kafka-0ms-routes`, as costly as the PLC example's (a condition, an event
 /// type from a value, a summary from several fields, a priority, custom details with a
 /// metadata field); it keeps the fields the benchmark reads (alert key, `customDetails`).
-const ROUTE: &str = r#"
+pub const ROUTE: &str = r#"
 [[route]]
 name = "bench"
 source = "kafka"

@@ -134,22 +134,12 @@ fn table_of(text: &str) -> RouteTable {
 }
 
 fn dedupe_of(table: &RouteTable, payload: &str) -> Result<Option<String>, String> {
-    let message = Message {
-        payload: payload.as_bytes().to_vec(),
-        meta: Metadata::new(crate::message::SourceKind::Kafka, "orders"),
-    };
-    match table.route(&message) {
-        super::Routed::Taken {
-            action: crate::action::Action::Event(event),
-            ..
-        } => Ok(event.dedupe.map(|d| {
+    match action_of(table, payload.as_bytes().to_vec()) {
+        crate::action::Action::Event(event) => Ok(event.dedupe.map(|d| {
             assert_eq!(&*d.scope, "orders");
             d.id.to_string()
         })),
-        super::Routed::Taken {
-            action: crate::action::Action::Invalid(reason),
-            ..
-        } => Err(reason),
+        crate::action::Action::Invalid(reason) => Err(reason),
         other => panic!("{other:?}"),
     }
 }
