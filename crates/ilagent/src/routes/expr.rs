@@ -24,9 +24,12 @@ use jaq_core::load::{Arena, File, Lexer, Loader};
 use jaq_core::{Compiler, Ctx, Vars, data};
 use jaq_json::Val;
 
-use super::native::Scope;
-use crate::message::Metadata;
 use std::cell::OnceCell;
+
+use serde::Deserialize;
+
+use super::native::{Scope, Variable};
+use crate::message::Metadata;
 
 /// The variables every expression may use, in the order jaq binds them ([`Inputs`]).
 pub(crate) const VARIABLES: [&str; 8] = [
@@ -140,44 +143,16 @@ impl<'m> Inputs<'m> {
             // As Camunda does: the parsed JSON if it is JSON, else the text itself.
             let value = jaq_json::read::parse_single(text.as_bytes())
                 .unwrap_or_else(|_| Val::utf8_str(text.to_string()));
-            let meta = self.meta;
-            let headers: jaq_json::Map = meta
-                .headers
+            // Every value serde_json holds has a jaq form.
+            let jaq_value =
+                |value: serde_json::Value| Val::deserialize(&value).unwrap_or(Val::Null);
+            let values = Variable::ALL
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        Val::utf8_str(k.clone()),
-                        Val::utf8_str(String::from_utf8_lossy(v).into_owned()),
-                    )
-                })
-                .collect();
-            let number = |n: Option<i64>| {
-                n.and_then(|n| isize::try_from(n).ok())
-                    .map_or(Val::Null, |n| Val::Num(jaq_json::Num::Int(n)))
-            };
-            let values = [
-                Val::utf8_str(meta.topic.clone()),
-                meta.key
-                    .as_ref()
-                    .map_or(Val::Null, |k| Val::utf8_str(k.clone())),
-                number(meta.partition.map(i64::from)),
-                number(meta.offset),
-                Val::obj(headers),
-                number(timestamp_millis(meta)),
-                Val::utf8_str(text.to_string()),
-                value.clone(),
-            ];
+                .map(|variable| jaq_value(variable.value(self.meta, text)))
+                .chain([value.clone()]);
             (value, Vars::new(values))
         })
     }
-}
-
-/// `$timestamp`: when the producer (or broker) stamped the message, in milliseconds since
-/// the epoch.
-pub(crate) fn timestamp_millis(meta: &Metadata) -> Option<i64> {
-    meta.timestamp
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_millis()).ok())
 }
 
 fn has_negative_zero(value: &serde_json::Value) -> bool {

@@ -43,7 +43,7 @@ pub(crate) enum Native {
 }
 
 /// The message's metadata variables (`$value` is the payload: [`Native::Id`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Variable {
     Topic,
     Key,
@@ -81,7 +81,7 @@ impl Native {
     pub(crate) fn eval<'a>(&'a self, scope: &Scope<'a>) -> Option<Cow<'a, Value>> {
         Some(match self {
             Native::Id => Cow::Borrowed(scope.payload),
-            Native::Var(variable) => Cow::Owned(variable.value(scope)),
+            Native::Var(variable) => Cow::Owned(variable.value(scope.meta, scope.text)),
             Native::Lit(value) => Cow::Borrowed(value),
             Native::Path(base, keys) => {
                 let mut value = base.eval(scope)?;
@@ -163,6 +163,17 @@ impl Native {
 }
 
 impl Variable {
+    /// In the order of [`super::expr::VARIABLES`], which ends with `$value`.
+    pub(crate) const ALL: [Variable; 7] = [
+        Variable::Topic,
+        Variable::Key,
+        Variable::Partition,
+        Variable::Offset,
+        Variable::Headers,
+        Variable::Timestamp,
+        Variable::RawValue,
+    ];
+
     fn of(name: &str) -> Option<Native> {
         Some(Native::Var(match name {
             "$topic" => Variable::Topic,
@@ -179,9 +190,9 @@ impl Variable {
         }))
     }
 
-    /// The variable's value, as [`super::expr::Inputs`] gives it to jaq.
-    fn value(self, scope: &Scope<'_>) -> Value {
-        let meta = scope.meta;
+    /// The variable's value, for the fast path and (converted) for jaq: the one place that
+    /// says what each variable is.
+    pub(crate) fn value(self, meta: &Metadata, text: &str) -> Value {
         match self {
             Variable::Topic => Value::from(meta.topic.as_str()),
             Variable::Key => meta.key.as_deref().map_or(Value::Null, Value::from),
@@ -193,10 +204,12 @@ impl Variable {
                     .map(|(k, v)| (k.clone(), Value::from(String::from_utf8_lossy(v))))
                     .collect(),
             ),
-            Variable::Timestamp => {
-                super::expr::timestamp_millis(meta).map_or(Value::Null, Value::from)
-            }
-            Variable::RawValue => Value::from(scope.text),
+            Variable::Timestamp => meta
+                .timestamp
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| i64::try_from(d.as_millis()).ok())
+                .map_or(Value::Null, Value::from),
+            Variable::RawValue => Value::from(text),
         }
     }
 }
@@ -408,6 +421,19 @@ mod tests {
         ".code == .text",
         ".labels == null",
     ];
+
+    #[test]
+    fn the_variables_are_bound_for_jaq_in_the_order_of_their_names() {
+        use super::super::expr::VARIABLES;
+        use super::{Native, Variable};
+        for (name, variable) in VARIABLES.iter().zip(Variable::ALL) {
+            assert!(
+                matches!(Variable::of(name), Some(Native::Var(v)) if v == variable),
+                "{name}"
+            );
+        }
+        assert_eq!(VARIABLES[Variable::ALL.len()..], ["$value"]);
+    }
 
     #[test]
     fn the_bench_and_example_fields_take_the_fast_path() {
