@@ -340,3 +340,46 @@ async fn kafka_offsets_start_a_partition_at_the_given_offset() {
     );
     agent.kill().await;
 }
+
+/// The consumer asks for fetch responses of 256 KB to keep its memory small; a message
+/// larger than that still arrives (the broker returns the first batch whatever its size),
+/// in its place between the small ones.
+#[tokio::test]
+async fn a_message_larger_than_a_fetch_response_arrives_in_order() {
+    let tansu = Tansu::start().unwrap();
+    let bootstrap = tansu.bootstrap_servers();
+    let stand_in = StandIn::start().await.unwrap();
+    let (topic, group) = (unique("large"), unique("group"));
+    create_topic(&bootstrap, &topic, 1).await;
+    let producer = producer(&bootstrap);
+    let event = |seq: u64, blob: &str| {
+        json!({"integrationKey": "il1api-k1", "eventType": "ALERT", "summary": "big",
+               "alertKey": "k", "customDetails": {"seq": seq, "blob": blob}})
+        .to_string()
+    };
+    let blob = "x".repeat(900_000);
+    produce(&producer, &topic, None, None, event(0, "").as_bytes()).await;
+    produce(&producer, &topic, None, None, event(1, &blob).as_bytes()).await;
+    produce(&producer, &topic, None, None, event(2, "").as_bytes()).await;
+
+    let mut args = kafka_args(&bootstrap, &group);
+    args.extend(["-e", &topic]);
+    let agent = start_agent(&stand_in, &args);
+
+    assert!(
+        eventually(WAIT, || committed(&bootstrap, &group, &topic, 1) == [3]).await,
+        "{}",
+        agent.log()
+    );
+    let events = stand_in.events();
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["customDetails"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [0, 1, 2], "log:\n{}", agent.log());
+    assert_eq!(
+        events[1]["customDetails"]["blob"].as_str().map(str::len),
+        Some(900_000)
+    );
+    agent.kill().await;
+}

@@ -364,7 +364,9 @@ impl Deliverer {
     }
 
     /// One attempt: the key's rate-limit slot, a delivery slot, then the call. `None` if
-    /// shutdown stopped the waiting before the request went out.
+    /// shutdown stopped the waiting before the request went out. The calls are boxed: their
+    /// futures are most of a delivery's size, and only requests on the wire need them,
+    /// while every waiting key's task would reserve the room (see `pipeline::dispatcher`).
     async fn attempt(
         &self,
         action: &Action,
@@ -376,22 +378,22 @@ impl Deliverer {
         let verdict = match action {
             Action::Event(event) => {
                 let _on_wire = enter(KeyClass::Integration, event.integration_key.expose()).await?;
-                shared.client.send_event(event, &self.event_path).await
+                Box::pin(shared.client.send_event(event, &self.event_path)).await
             }
             Action::Heartbeat(key) => {
                 let _on_wire = enter(KeyClass::Heartbeat, key.expose()).await?;
-                shared.client.ping_heartbeat(key).await
+                Box::pin(shared.client.ping_heartbeat(key)).await
             }
             Action::PolicyUpdate(update) => match &shared.api_key {
                 Some(api_key) => {
-                    return policy_update::attempt(
+                    return Box::pin(policy_update::attempt(
                         &shared.client,
                         wire,
                         ctx,
                         &shared.lookups,
                         api_key,
                         update,
-                    )
+                    ))
                     .await;
                 }
                 None => Verdict::Permanent {

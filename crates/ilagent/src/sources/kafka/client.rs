@@ -27,8 +27,11 @@ const SHARED_PREFIXES: &[&str] = &[
     "enable.idempotence",
 ];
 
-/// The largest fetch response the consumer asks for (see [`consumer_config`]).
-const FETCH_MAX_BYTES: &str = "1000000";
+/// The largest fetch response the consumer asks for, and so the largest request it may
+/// send (librdkafka wants `fetch.max.bytes` at least `message.max.bytes`; a consumer's
+/// requests are a few hundred bytes). A larger message still arrives: the broker returns
+/// the first batch of a fetch whatever its size (KIP-74). See [`consumer_config`].
+const FETCH_MAX_BYTES: &str = "262144";
 
 pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = connection(&config.connection, &config.connection.client_id);
@@ -52,12 +55,17 @@ pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
         // request's total limit, whatever the per-partition one says). The agent's window
         // is the buffer that matters; librdkafka's only has to cover one fetch round trip,
         // and a short backoff (default 1 s) refetches as soon as the queue has drained
-        // below the limit instead of letting it run dry. Measured in `scripts/bench`: 7 MB
-        // less peak RSS in `kafka-0ms` at the same rate; 512 KiB cost `kafka-50ms` a fifth
-        // of its rate, as did lowering queued.min.messages.
-        .set("queued.max.messages.kbytes", "1024")
+        // below the limit instead of letting it run dry. A queued message keeps its whole
+        // fetch response alive, so the response size counts as much as the queue's.
+        // Measured in `scripts/bench` (3 runs each): 1 MiB queue and 1 MB responses were
+        // 7 MB less peak RSS in `kafka-0ms` than librdkafka's defaults at the same rate;
+        // 512 KiB and 256 KB responses another 2.4 to 3 MB less in the Kafka scenarios,
+        // also at the same rate. (512 KiB with 1 MB responses had cost `kafka-50ms` a
+        // fifth of its rate: a response's long run of one partition then filled the
+        // agent's window with a third of the keys.)
+        .set("queued.max.messages.kbytes", "512")
         .set("fetch.queue.backoff.ms", "10")
-        // The lowest librdkafka takes: it must be at least message.max.bytes (1,000,000).
+        .set("message.max.bytes", FETCH_MAX_BYTES)
         .set("fetch.max.bytes", FETCH_MAX_BYTES)
         // Shorter runs per partition in each fetch, so the agent's buffer holds messages of
         // every partition (and so of more alert keys) instead of a long run of one.
@@ -70,15 +78,29 @@ pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
     for (key, value) in &config.connection.properties {
         client.set(key, value);
     }
-    // librdkafka refuses a fetch.max.bytes below message.max.bytes: whoever raises the
-    // latter for larger messages gets responses that fit them, unless they set both.
-    if client.get("fetch.max.bytes") == Some(FETCH_MAX_BYTES)
-        && let Some(message_max) = client.get("message.max.bytes").map(str::to_string)
-        && message_max.parse::<u64>().is_ok_and(|n| n > 1_000_000)
-    {
-        client.set("fetch.max.bytes", message_max);
-    }
+    keep_fetch_limits_consistent(&mut client);
     client
+}
+
+/// librdkafka refuses a `fetch.max.bytes` below `message.max.bytes`, so the two move
+/// together unless both are set: whoever raises `message.max.bytes` gets responses that
+/// fit it, whoever lowers `fetch.max.bytes` gets a consumer that starts.
+fn keep_fetch_limits_consistent(client: &mut ClientConfig) {
+    let limit = |key: &str| client.get(key).and_then(|v| v.parse::<u64>().ok());
+    let (Some(fetch_max), Some(message_max)) =
+        (limit("fetch.max.bytes"), limit("message.max.bytes"))
+    else {
+        return;
+    };
+    if fetch_max >= message_max {
+        return;
+    }
+    let ours = FETCH_MAX_BYTES.parse::<u64>().ok();
+    if Some(fetch_max) == ours {
+        client.set("fetch.max.bytes", message_max.to_string());
+    } else if Some(message_max) == ours {
+        client.set("message.max.bytes", fetch_max.to_string());
+    }
 }
 
 /// The consumer of `ilagent replay` on the dead-letter topic: its own group, offsets
@@ -199,10 +221,7 @@ mod tests {
     #[test]
     fn a_larger_message_max_bytes_raises_the_fetch_limit_with_it_unless_both_are_set() {
         let mut cfg = config();
-        assert_eq!(
-            consumer_config(&cfg).get("fetch.max.bytes"),
-            Some("1000000")
-        );
+        assert_eq!(consumer_config(&cfg).get("fetch.max.bytes"), Some("262144"));
         cfg.connection.properties = vec![("message.max.bytes".into(), "5000000".into())];
         assert_eq!(
             consumer_config(&cfg).get("fetch.max.bytes"),
@@ -216,6 +235,22 @@ mod tests {
             consumer_config(&cfg).get("fetch.max.bytes"),
             Some("8000000")
         );
+    }
+
+    #[test]
+    fn a_smaller_fetch_max_bytes_lowers_the_request_limit_with_it() {
+        let mut cfg = config();
+        cfg.connection.properties = vec![("fetch.max.bytes".into(), "100000".into())];
+        let c = consumer_config(&cfg);
+        assert_eq!(c.get("fetch.max.bytes"), Some("100000"));
+        assert_eq!(c.get("message.max.bytes"), Some("100000"));
+        assert!(c.create::<rdkafka::consumer::BaseConsumer>().is_ok());
+    }
+
+    #[test]
+    fn the_default_consumer_settings_are_accepted_by_librdkafka() {
+        let c = consumer_config(&config());
+        assert!(c.create::<rdkafka::consumer::BaseConsumer>().is_ok());
     }
 
     #[test]

@@ -57,16 +57,21 @@ impl Settle for KafkaSettler {
                 return;
             }
             Outcome::Rejected { .. } => {
+                // Boxed: the dead-letter writes are rare and their futures large, and every
+                // key's task would otherwise reserve room for them while it waits (see
+                // `pipeline::dispatcher`).
                 let written = match &self.dead_letters {
-                    DeadLetters::Topic(topic) => topic.write(&job, &outcome, &self.abort).await,
+                    DeadLetters::Topic(topic) => {
+                        Box::pin(topic.write(&job, &outcome, &self.abort)).await
+                    }
                     DeadLetters::Table(queue) => {
-                        crate::queue::dead_letter::record(
+                        Box::pin(crate::queue::dead_letter::record(
                             queue,
                             &job.message,
                             &job.action,
                             &outcome,
                             &self.abort,
-                        )
+                        ))
                         .await
                     }
                 };

@@ -105,7 +105,8 @@ impl Settle for MqttSettler {
             Next::Held(id) => {
                 events::settled(meta, &outcome, disposition(&outcome));
                 if let Some(tracked) = &job.ticket.tracked {
-                    self.spill.settle_held(id, tracked, &outcome).await;
+                    // Boxed, as the dead-letter write below: rare, and large futures.
+                    Box::pin(self.spill.settle_held(id, tracked, &outcome)).await;
                 }
                 return;
             }
@@ -120,7 +121,7 @@ impl Settle for MqttSettler {
                 return;
             }
             Outcome::Rejected { .. } => {
-                if !self.dead_letter(&job, &outcome).await {
+                if !Box::pin(self.dead_letter(&job, &outcome)).await {
                     if let Some(tracked) = &job.ticket.tracked {
                         *tracked.state() = RowState::Abandoned;
                     }
