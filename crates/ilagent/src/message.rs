@@ -5,6 +5,7 @@
 //! dead-letter records use to name a message's location.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Which kind of source a message came from.
@@ -38,8 +39,9 @@ impl fmt::Display for SourceKind {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metadata {
     pub source: SourceKind,
-    /// Kafka or MQTT topic; for HTTP the request path.
-    pub topic: String,
+    /// Kafka or MQTT topic; for HTTP the request path. Shared: a Kafka source gives every
+    /// message of a topic the same one, instead of a copy per message in its window.
+    pub topic: Arc<str>,
     pub partition: Option<i32>,
     pub offset: Option<i64>,
     /// The Kafka message key, if it has one and it is UTF-8.
@@ -56,7 +58,7 @@ pub struct Metadata {
 
 impl Metadata {
     /// Metadata for a message that has nothing but a topic.
-    pub fn new(source: SourceKind, topic: impl Into<String>) -> Self {
+    pub fn new(source: SourceKind, topic: impl Into<Arc<str>>) -> Self {
         Metadata {
             source,
             topic: topic.into(),

@@ -257,7 +257,7 @@ fn custom_details(
 
 fn metadata_details(meta: &Metadata) -> Map<String, Value> {
     let mut details = Map::new();
-    details.insert("topic".into(), Value::from(meta.topic.clone()));
+    details.insert("topic".into(), Value::from(&*meta.topic));
     if let Some(partition) = meta.partition {
         details.insert("partition".into(), Value::from(partition));
     }

@@ -88,7 +88,7 @@ impl MessageRouter {
     /// small as the configuration); for a fixed kind, the topic itself (the proxy's path).
     pub fn topic_label(&self, message: &Message) -> String {
         match &self.kinds {
-            Kinds::Fixed(_) => message.meta.topic.clone(),
+            Kinds::Fixed(_) => message.meta.topic.to_string(),
             Kinds::ByTopic(routes) => routes
                 .filter_of(&message.meta.topic)
                 .unwrap_or(UNROUTED)

@@ -42,7 +42,7 @@ pub(crate) async fn record(
     let letter = Arc::new(NewDeadLetter {
         queue_id: None,
         source: message.meta.source,
-        topic: message.meta.topic.clone(),
+        topic: message.meta.topic.to_string(),
         payload: message.payload.clone(),
         meta: StoredMeta::from_metadata(&message.meta),
         order_key: order_key_column(action),

@@ -194,7 +194,7 @@ impl Variable {
     /// says what each variable is.
     pub(crate) fn value(self, meta: &Metadata, text: &str) -> Value {
         match self {
-            Variable::Topic => Value::from(meta.topic.as_str()),
+            Variable::Topic => Value::from(&*meta.topic),
             Variable::Key => meta.key.as_deref().map_or(Value::Null, Value::from),
             Variable::Partition => meta.partition.map_or(Value::Null, Value::from),
             Variable::Offset => meta.offset.map_or(Value::Null, Value::from),

@@ -204,7 +204,7 @@ impl ConsumerContext for AgentContext {
 fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
         .iter()
-        .map(|e| (e.topic().to_string(), e.partition()))
+        .map(|e| (std::sync::Arc::from(e.topic()), e.partition()))
         .collect()
 }
 

@@ -71,7 +71,7 @@ impl DeadLetter {
             });
         }
         for (key, value) in [
-            (headers::SOURCE_TOPIC, job.ticket.tp.0.as_str()),
+            (headers::SOURCE_TOPIC, &*job.ticket.tp.0),
             (headers::SOURCE_PARTITION, partition.as_str()),
             (headers::SOURCE_OFFSET, offset.as_str()),
             (headers::REASON, reason),
@@ -96,8 +96,8 @@ impl DeadLetter {
                 if !job.ticket.tombstone {
                     record = record.payload(&job.message.payload);
                 }
-                if let Some(key) = &job.ticket.key {
-                    record = record.key(key.as_slice());
+                if let Some(key) = job.ticket.raw_key(&job.message) {
+                    record = record.key(key);
                 }
                 async move {
                     self.producer

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// A topic and partition.
-pub type TopicPartition = (String, i32);
+pub type TopicPartition = (std::sync::Arc<str>, i32);
 
 /// Which assignment of a partition a message was read in. Generations start at 1, so 0
 /// means "read while not assigned" and is never current.
@@ -249,7 +249,7 @@ mod tests {
     use super::*;
 
     fn tp() -> TopicPartition {
-        ("events".to_string(), 0)
+        ("events".into(), 0)
     }
 
     /// Assigns `tp()` and returns the new generation.

@@ -46,16 +46,27 @@ use crate::sources::route::{Routes, TopicSyntax};
 const MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
 
 /// How a Kafka message is settled: its partition, the assignment it was read in, its
-/// offset, and its raw key for the dead-letter copy.
+/// offset, and what its dead-letter copy needs beside the message.
 pub struct KafkaTicket {
     pub tp: TopicPartition,
     pub generation: Generation,
     pub offset: i64,
-    pub key: Option<Vec<u8>>,
+    /// The record's key when it is not UTF-8; a UTF-8 key is the message's `meta.key`
+    /// (one copy per message in the window, not two). See [`KafkaTicket::raw_key`].
+    pub non_utf8_key: Option<Box<[u8]>>,
     /// Cancelled when the partition's assignment ends (see [`ledger`]).
     pub revoked: Option<tokio_util::sync::CancellationToken>,
     /// The record has no value (a tombstone); its dead-letter copy has none either.
     pub tombstone: bool,
+}
+
+impl KafkaTicket {
+    /// The record's key as it arrived, for the dead-letter copy.
+    pub(crate) fn raw_key<'a>(&'a self, message: &'a crate::message::Message) -> Option<&'a [u8]> {
+        self.non_utf8_key
+            .as_deref()
+            .or(message.meta.key.as_deref().map(str::as_bytes))
+    }
 }
 
 /// Everything the Kafka source runs from.

@@ -18,7 +18,7 @@
 //! carries the generation of the assignment it was read in, and the ledger refuses it
 //! once that assignment is gone (see [`super::ledger`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -66,6 +66,7 @@ impl PollLoop {
         let mut paused = false;
         let mut full_since: Option<Instant> = None;
         let mut committer = Committer::new(self.commit_every);
+        let mut topics = TopicNames::default();
         while !self.shutdown.is_cancelled() {
             committer.maybe_commit(&self.consumer, &self.ledgers);
             while let Some((ticket, message)) = waiting.pop_front() {
@@ -104,7 +105,7 @@ impl PollLoop {
                 None => {}
                 Some(Err(error)) => events::source_error(SourceKind::Kafka, &error),
                 Some(Ok(record)) => {
-                    waiting.push_back(convert(&record, &self.ledgers));
+                    waiting.push_back(convert(&record, &self.ledgers, &mut topics));
                     if paused {
                         // A rebalance may have assigned partitions after the pause: pause
                         // the whole assignment again, so the waiting list stays short.
@@ -200,6 +201,23 @@ impl PollLoop {
     }
 }
 
+/// The topics' names, one shared copy each: every message of a topic in the window points
+/// at it (in its metadata and its ticket) instead of carrying two copies of its own. As
+/// many as the consumer's subscription has topics.
+#[derive(Default)]
+struct TopicNames(HashSet<Arc<str>>);
+
+impl TopicNames {
+    fn shared(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(name) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.0.insert(Arc::clone(&shared));
+        shared
+    }
+}
+
 /// Commits stored offsets asynchronously once the commit points have moved over
 /// `max_in_flight` messages (at most every 100 ms), or a second has passed with anything
 /// stored. After a crash, what is delivered again is what settled since the last commit
@@ -243,15 +261,21 @@ impl Committer {
 /// The message and its ticket, stamped with the generation of its partition's assignment
 /// now (the rebalance callbacks run inside `poll` on this thread, so what `poll` returns
 /// belongs to the current assignment).
-fn convert(record: &BorrowedMessage<'_>, ledgers: &Ledgers) -> (KafkaTicket, Message) {
-    let topic = record.topic().to_string();
-    let mut meta = Metadata::new(SourceKind::Kafka, topic.clone());
+fn convert(
+    record: &BorrowedMessage<'_>,
+    ledgers: &Ledgers,
+    topics: &mut TopicNames,
+) -> (KafkaTicket, Message) {
+    let topic = topics.shared(record.topic());
+    let mut meta = Metadata::new(SourceKind::Kafka, Arc::clone(&topic));
     meta.partition = Some(record.partition());
     meta.offset = Some(record.offset());
-    meta.key = record
-        .key()
-        .and_then(|k| std::str::from_utf8(k).ok())
-        .map(str::to_string);
+    let (utf8_key, non_utf8_key) = match record.key().map(std::str::from_utf8) {
+        None => (None, None),
+        Some(Ok(key)) => (Some(key.to_string()), None),
+        Some(Err(_)) => (None, record.key().map(Box::from)),
+    };
+    meta.key = utf8_key;
     meta.timestamp = record
         .timestamp()
         .to_millis()
@@ -274,7 +298,7 @@ fn convert(record: &BorrowedMessage<'_>, ledgers: &Ledgers) -> (KafkaTicket, Mes
         generation: ledgers.generation(&tp),
         tp,
         offset: record.offset(),
-        key: record.key().map(<[u8]>::to_vec),
+        non_utf8_key,
         revoked: None,
         tombstone: record.payload().is_none(),
     };

@@ -186,7 +186,7 @@ impl Direct {
         let row = NewRow {
             source: SourceKind::Mqtt,
             meta: StoredMeta::from_metadata(&message.meta),
-            topic: message.meta.topic.clone(),
+            topic: message.meta.topic.to_string(),
             payload: message.payload.clone(),
             order_key: order_key.clone(),
             created_at_ms: now_ms(),
@@ -269,7 +269,7 @@ pub async fn buffered(
             rows.push(NewRow {
                 source: SourceKind::Mqtt,
                 meta: StoredMeta::from_metadata(&message.meta),
-                topic: message.meta.topic,
+                topic: message.meta.topic.to_string(),
                 payload: message.payload,
                 order_key,
                 created_at_ms: now_ms(),
