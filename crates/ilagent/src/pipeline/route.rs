@@ -157,11 +157,11 @@ impl MessageRouter {
             .iter()
             .find(|(name, _)| name == IDEMPOTENCY_KEY);
         if let Some((_, value)) = header {
-            event.dedupe = Some(DedupeId::of_request(
+            event.dedupe = Some(Box::new(DedupeId::of_request(
                 event.integration_key.expose(),
                 String::from_utf8_lossy(value).into_owned(),
                 window,
-            ));
+            )));
         }
         Action::Event(event)
     }

@@ -231,10 +231,13 @@ impl Route {
             Action::Event(mut event) => {
                 // A message whose id cannot be computed is delivered without the check:
                 // a possible duplicate is better than an alert set aside.
-                event.dedupe = dedupe.id_of(inputs).unwrap_or_else(|reason| {
-                    crate::observe::events::dedupe_id_failed(&dedupe.scope, &reason);
-                    None
-                });
+                event.dedupe = dedupe
+                    .id_of(inputs)
+                    .unwrap_or_else(|reason| {
+                        crate::observe::events::dedupe_id_failed(&dedupe.scope, &reason);
+                        None
+                    })
+                    .map(Box::new);
                 Action::Event(event)
             }
             other => other,
