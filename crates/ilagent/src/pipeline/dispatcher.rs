@@ -425,10 +425,8 @@ mod tests {
     use super::Parked;
     use crate::sources::kafka::KafkaTicket;
 
-    /// A full window is mostly parked messages: 10,000 by default. jemalloc rounds a box
-    /// up to its size class (256, 320, 384 bytes), so a field that pushes a parked Kafka
-    /// message past 320 bytes costs 64 bytes per message, 640 KB in a full window.
-    /// A message a route mapped waits with its event: the same classes apply to the box.
+    /// A message a route mapped waits with its event: the same size classes apply to the
+    /// event's box as to the parked message's (below).
     #[test]
     fn an_event_fits_the_allocators_320_byte_class() {
         assert!(
@@ -438,6 +436,9 @@ mod tests {
         );
     }
 
+    /// A full window is mostly parked messages: 10,000 by default. jemalloc rounds a box
+    /// up to its size class (256, 320, 384 bytes), so a field that pushes a parked Kafka
+    /// message past 320 bytes costs 64 bytes per message, 640 KB in a full window.
     #[test]
     fn a_parked_kafka_message_fits_the_allocators_320_byte_class() {
         assert!(

@@ -201,6 +201,16 @@ impl PollLoop {
     }
 }
 
+/// A record's key kept once: as text in the metadata when it is UTF-8 (mappings read it as
+/// `$key`), else as bytes in the ticket for the dead-letter copy ([`KafkaTicket::raw_key`]).
+fn split_key(key: Option<&[u8]>) -> (Option<String>, Option<Box<[u8]>>) {
+    match key.map(|k| (k, std::str::from_utf8(k))) {
+        None => (None, None),
+        Some((_, Ok(text))) => (Some(text.to_string()), None),
+        Some((bytes, Err(_))) => (None, Some(Box::from(bytes))),
+    }
+}
+
 /// The topics' names, one shared copy each: every message of a topic in the window points
 /// at it (in its metadata and its ticket) instead of carrying two copies of its own. As
 /// many as the consumer's subscription has topics.
@@ -270,11 +280,7 @@ fn convert(
     let mut meta = Metadata::new(SourceKind::Kafka, Arc::clone(&topic));
     meta.partition = Some(record.partition());
     meta.offset = Some(record.offset());
-    let (utf8_key, non_utf8_key) = match record.key().map(std::str::from_utf8) {
-        None => (None, None),
-        Some(Ok(key)) => (Some(key.to_string()), None),
-        Some(Err(_)) => (None, record.key().map(Box::from)),
-    };
+    let (utf8_key, non_utf8_key) = split_key(record.key());
     meta.key = utf8_key;
     meta.timestamp = record
         .timestamp()
@@ -307,4 +313,43 @@ fn convert(
         meta,
     };
     (ticket, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dead-letter copy keeps the record's key byte for byte, UTF-8 or not, though a
+    /// message in the window holds it only once.
+    #[test]
+    fn a_dead_letter_copy_keeps_the_records_key_byte_for_byte() {
+        for key in [
+            None,
+            Some(&b""[..]),
+            Some(b"db-1/disk"),
+            Some(&[0xff, 0xfe, 0x00][..]),
+        ] {
+            let (utf8_key, non_utf8_key) = split_key(key);
+            let mut meta = Metadata::new(SourceKind::Kafka, "events");
+            meta.key = utf8_key;
+            let message = Message {
+                payload: vec![],
+                meta,
+            };
+            let ticket = KafkaTicket {
+                tp: ("events".into(), 0),
+                generation: 1,
+                offset: 0,
+                non_utf8_key,
+                revoked: None,
+                tombstone: false,
+            };
+            assert_eq!(ticket.raw_key(&message), key, "{key:?}");
+            assert_eq!(
+                message.meta.key.is_some(),
+                key.is_some_and(|k| std::str::from_utf8(k).is_ok()),
+                "$key is the text of a UTF-8 key only: {key:?}"
+            );
+        }
+    }
 }
