@@ -336,7 +336,7 @@ async fn a_hot_integration_key_on_kafka_does_not_hold_up_a_quiet_one() {
     let stand_in = StandIn::start().await.unwrap();
     let (topic, group) = (unique("hot"), unique("group"));
     create_topic(&bootstrap, &topic, 1).await;
-    // More distinct alert keys of the hot integration key than --kafka_max_in_flight (256),
+    // More distinct alert keys of the hot integration key than --kafka_max_in_flight (128),
     // far more than its budget of 50 a minute lets through; the quiet key's come last.
     let mut records: Vec<Outgoing> = (0..HOT)
         .map(|id| {

@@ -5,7 +5,7 @@
 //! allows one request per key at a time, so 100 streams (one per key, each waiting for its
 //! 202 before the next event) over a keep-alive connection pool, to the path the Kafka
 //! source uses (`/api/v1/events/kafka/{key}`) with the same body. The agent's
-//! `--kafka_max_in_flight` of 256 is not reachable with 100 keys. Every other row reports
+//! `--kafka_max_in_flight` of 128 is not reachable with 100 keys. Every other row reports
 //! its messages/s as a ratio to this one.
 //!
 //! `ceiling-50ms` is the same load generator against the stand-in adding 50 ms (20,000

@@ -11,7 +11,7 @@
 //! - 429s from the stand-in: none.
 //!
 //! Sizes: the hot source sends [`HOT_EVENTS`] events at 500 a minute, each for its own
-//! alert key (more alert keys than the agent's default `--kafka_max_in_flight` of 256, so
+//! alert key (more alert keys than the agent's default `--kafka_max_in_flight` of 128, so
 //! waiting keys would take every delivery slot if waiting held one). Each of the
 //! [`QUIET_SOURCES`] other sources sends one event every 6 s (10 a minute) for as long as
 //! the hot source needs to drain, about five minutes.

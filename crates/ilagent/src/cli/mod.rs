@@ -26,6 +26,7 @@ mod self_watch;
 mod service_links;
 
 pub use daemon::DaemonArgs;
+pub(crate) use kafka::DEFAULT_KAFKA_MAX_IN_FLIGHT;
 pub use kafka::{KafkaArgs, KafkaConnectionArgs, OffsetReset, SaslMechanism, SecurityProtocol};
 pub use mqtt::{MqttArgs, MqttConnectionArgs, MqttVersion, parse_size};
 pub use produce::{Broker, ProduceArgs, ReplayArgs};
@@ -402,6 +403,25 @@ mod tests {
             panic!("daemon expected")
         };
         assert_eq!(args.heartbeat_interval, Duration::from_secs(30));
+    }
+
+    /// ilert takes 700 requests a minute from one client IP: the default must let the Kafka
+    /// source use all of it even when every answer takes the whole request timeout, and no
+    /// more than that (each request under way holds an HTTP connection, about 40 KB).
+    #[test]
+    fn kafka_in_flight_default_covers_ilerts_per_ip_budget_at_the_request_timeout() {
+        let cli = Cli::try_parse_from(["ilagent", "daemon", "--kafka_brokers", "k:9092"]).unwrap();
+        let Command::Daemon(args) = cli.command else {
+            panic!("daemon expected")
+        };
+        let in_flight = args.kafka.kafka_max_in_flight;
+        assert_eq!(in_flight, 128);
+        let per_ip_per_second = 700.0 / 60.0;
+        let needed = per_ip_per_second * cli.global.request_timeout.as_secs_f64();
+        assert!(
+            (needed..2.0 * needed).contains(&(in_flight as f64)),
+            "{in_flight} requests in parallel for {needed:.0} needed"
+        );
     }
 
     #[test]

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::UsageError;
-use crate::cli::{KafkaArgs, KafkaConnectionArgs, OffsetReset, SaslMechanism, SecurityProtocol};
+use crate::cli::{
+    DEFAULT_KAFKA_MAX_IN_FLIGHT, KafkaArgs, KafkaConnectionArgs, OffsetReset, SaslMechanism,
+    SecurityProtocol,
+};
 use crate::secret::Secret;
 
 /// Properties the agent relies on for at-least-once delivery, with the only value it
@@ -120,9 +123,9 @@ impl KafkaConfig {
             )));
         }
         if args.kafka_max_in_flight == 0 {
-            return Err(UsageError(
-                "--kafka_max_in_flight must be at least 1; the default is 256".into(),
-            ));
+            return Err(UsageError(format!(
+                "--kafka_max_in_flight must be at least 1; the default is {DEFAULT_KAFKA_MAX_IN_FLIGHT}"
+            )));
         }
         non_empty("--kafka_group_id", &args.kafka_group_id)?;
         Ok(Some(KafkaConfig {
