@@ -341,7 +341,7 @@ async fn kafka_offsets_start_a_partition_at_the_given_offset() {
     agent.kill().await;
 }
 
-/// The consumer asks for fetch responses of 256 KB to keep its memory small; a message
+/// The consumer asks for fetch responses of 64 KB to keep its memory small; a message
 /// larger than that still arrives (the broker returns the first batch whatever its size),
 /// in its place between the small ones.
 #[tokio::test]

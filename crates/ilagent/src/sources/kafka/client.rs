@@ -27,11 +27,13 @@ const SHARED_PREFIXES: &[&str] = &[
     "enable.idempotence",
 ];
 
-/// The largest fetch response the consumer asks for, and so the largest request it may
-/// send (librdkafka wants `fetch.max.bytes` at least `message.max.bytes`; a consumer's
-/// requests are a few hundred bytes). A larger message still arrives: the broker returns
-/// the first batch of a fetch whatever its size (KIP-74). See [`consumer_config`].
-const FETCH_MAX_BYTES: &str = "262144";
+/// The largest fetch response the consumer asks for. librdkafka wants `fetch.max.bytes` at
+/// least `message.max.bytes`, so both are set to it; for a consumer `message.max.bytes`
+/// bounds nothing else that matters (requests are not checked against it, and a compressed
+/// batch may decompress to up to `receive.message.max.bytes`). A larger message or batch
+/// still arrives: the broker returns the first batch of a fetch whatever its size (KIP-74).
+/// See [`consumer_config`].
+const FETCH_MAX_BYTES: &str = "65536";
 
 pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = connection(&config.connection, &config.connection.client_id);
@@ -60,16 +62,19 @@ pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
         // Measured in `scripts/bench` (3 runs each): 1 MiB queue and 1 MB responses were
         // 7 MB less peak RSS in `kafka-0ms` than librdkafka's defaults at the same rate;
         // 512 KiB and 256 KB responses another 2.4 to 3 MB less in the Kafka scenarios,
-        // also at the same rate. (512 KiB with 1 MB responses had cost `kafka-50ms` a
-        // fifth of its rate: a response's long run of one partition then filled the
-        // agent's window with a third of the keys.)
-        .set("queued.max.messages.kbytes", "512")
+        // also at the same rate; 128 KiB and 64 KB responses another 1.2 to 1.5 MB. The
+        // response size has to shrink with the queue: a long run of one partition fills
+        // the agent's window with a third of the keys (512 KiB with 1 MB responses cost
+        // `kafka-50ms` a fifth of its rate, 128 KiB with 256 KB responses 4%). Even small,
+        // this prefetch outruns ilert: 64 KB per round trip to a broker 20 ms away are
+        // thousands of messages a second, ilert takes 700 requests a minute per client IP.
+        .set("queued.max.messages.kbytes", "128")
         .set("fetch.queue.backoff.ms", "10")
         .set("message.max.bytes", FETCH_MAX_BYTES)
         .set("fetch.max.bytes", FETCH_MAX_BYTES)
         // Shorter runs per partition in each fetch, so the agent's buffer holds messages of
         // every partition (and so of more alert keys) instead of a long run of one.
-        .set("max.partition.fetch.bytes", "262144")
+        .set("max.partition.fetch.bytes", "32768")
         // Readiness and consumer lag (observe::kafka_stats); also the poll loop's pulse.
         .set(
             "statistics.interval.ms",
@@ -221,7 +226,7 @@ mod tests {
     #[test]
     fn a_larger_message_max_bytes_raises_the_fetch_limit_with_it_unless_both_are_set() {
         let mut cfg = config();
-        assert_eq!(consumer_config(&cfg).get("fetch.max.bytes"), Some("262144"));
+        assert_eq!(consumer_config(&cfg).get("fetch.max.bytes"), Some("65536"));
         cfg.connection.properties = vec![("message.max.bytes".into(), "5000000".into())];
         assert_eq!(
             consumer_config(&cfg).get("fetch.max.bytes"),
@@ -238,12 +243,12 @@ mod tests {
     }
 
     #[test]
-    fn a_smaller_fetch_max_bytes_lowers_the_request_limit_with_it() {
+    fn a_smaller_fetch_max_bytes_lowers_message_max_bytes_with_it() {
         let mut cfg = config();
-        cfg.connection.properties = vec![("fetch.max.bytes".into(), "100000".into())];
+        cfg.connection.properties = vec![("fetch.max.bytes".into(), "32768".into())];
         let c = consumer_config(&cfg);
-        assert_eq!(c.get("fetch.max.bytes"), Some("100000"));
-        assert_eq!(c.get("message.max.bytes"), Some("100000"));
+        assert_eq!(c.get("fetch.max.bytes"), Some("32768"));
+        assert_eq!(c.get("message.max.bytes"), Some("32768"));
         assert!(c.create::<rdkafka::consumer::BaseConsumer>().is_ok());
     }
 
