@@ -10,13 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ilagent::action::{Action, Outcome};
+use ilagent::config::{ConfigFile, Topics};
 use ilagent::delivery::rate_limit::MAX_TRACKED_KEYS;
 use ilagent::delivery::{Budget, Budgets, Deliverer, RetryPolicy};
 use ilagent::ilert::{ClientSettings, Event, EventType, IlertClient};
 use ilagent::mapping::{MappingConfig, MessageKind};
 use ilagent::message::{Message, Metadata, SourceKind};
 use ilagent::pipeline::{Dispatcher, Job, Limits, MessageRouter, Settle};
+use ilagent::routes::RouteTable;
 use ilagent::secret::Secret;
+use ilagent::sources::route::{Routes, TopicSyntax};
 use ilert_standin::{RequestKind, Scripted, StandIn};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -381,6 +384,96 @@ async fn messages_waiting_behind_their_key_are_mapped_again_and_delivered_as_map
             .iter()
             .all(|(_, outcome)| matches!(outcome, Outcome::Delivered { .. }))
     );
+}
+
+/// The route of the test below: a condition, an event type from a value, a summary and
+/// custom details that read the message's metadata.
+const PLC_ROUTE: &str = r#"
+[[route]]
+name = "plc"
+source = "kafka"
+topics = ["plc"]
+when = '.kind != "ACK"'
+[route.fields]
+integration_key = '.ik'
+event_type = 'if .kind == "CLEARED" then "RESOLVE" else "ALERT" end'
+summary = '"\(.machine): \(.text) (offset \($offset))"'
+alert_key = '.machine'
+custom_details = '{seq: .seq, partition: $partition}'
+"#;
+
+/// A configured route's messages also wait without their mapped event (it costs more
+/// memory than the payload) and are mapped again by the route when their turn comes: what
+/// ilert gets is what the route made of each message, with its own metadata, in order.
+#[tokio::test]
+async fn routed_messages_waiting_behind_their_key_are_mapped_again_by_their_route_in_order() {
+    let stand_in = StandIn::start().await.unwrap();
+    let recorder = Recorder::default();
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("routes.toml");
+    std::fs::write(&path, PLC_ROUTE).unwrap();
+    let mapping = Arc::new(MappingConfig::default());
+    let file = ConfigFile::read(&path).unwrap();
+    let table = Arc::new(RouteTable::of_file(&file, &mapping).unwrap());
+    let topics = Topics {
+        events: Vec::new(),
+        heartbeats: Vec::new(),
+        policies: Vec::new(),
+        routed: table.topics_for(SourceKind::Kafka),
+    };
+    let router = MessageRouter::by_topic(Routes::new(&topics, TopicSyntax::Kafka), mapping)
+        .with_routes(table);
+    // One delivery at a time: every message after the first waits behind its key.
+    let dispatcher = dispatcher(deliverer(&stand_in, Budgets::default()), &recorder, 1)
+        .remapping(router.clone());
+    for seq in 0..20_i64 {
+        let payload = serde_json::json!({
+            "ik": "il1route",
+            "kind": if seq == 19 { "CLEARED" } else { "FAULT" },
+            "machine": "press-3",
+            "text": format!("jam {seq}"),
+            "seq": seq,
+        });
+        let mut meta = Metadata::new(SourceKind::Kafka, "plc");
+        meta.partition = Some(2);
+        meta.offset = Some(100 + seq);
+        let message = Message {
+            payload: payload.to_string().into_bytes(),
+            meta,
+        };
+        let action = router.action_for(&message);
+        let slot = dispatcher.try_reserve().expect("the window has room");
+        dispatcher.submit(
+            slot,
+            Job {
+                ticket: format!("m{seq}"),
+                message,
+                action,
+            },
+        );
+    }
+    assert!(
+        recorder
+            .wait_for("m19", Duration::from_secs(20))
+            .await
+            .is_some()
+    );
+
+    let events = stand_in.events();
+    assert_eq!(events.len(), 20);
+    for (seq, event) in events.iter().enumerate() {
+        assert_eq!(
+            event["summary"],
+            format!("press-3: jam {seq} (offset {})", 100 + seq),
+            "in order, mapped by the route"
+        );
+        assert_eq!(event["customDetails"]["seq"], seq, "{event}");
+        assert_eq!(event["customDetails"]["partition"], 2, "{event}");
+        assert_eq!(event["alertKey"], "press-3");
+        assert_eq!(event["integrationKey"], "il1route");
+    }
+    assert_eq!(events[0]["eventType"], "ALERT");
+    assert_eq!(events[19]["eventType"], "RESOLVE");
 }
 
 /// Counts delivered messages; anything else fails the test.

@@ -97,18 +97,18 @@ struct Queued<T> {
 }
 
 /// A message waiting behind its key's running task. With a router to map it again
-/// ([`Dispatcher::remapping`]) its action is dropped while it waits: the mapped event costs
-/// more memory than the payload it comes from, and most of a full window waits. Messages a
-/// configured route maps keep theirs, and an event keeps its custom details as text, so a
-/// kept action costs about 500 bytes: mapping them again cost `kafka-0ms-routes` a fifth of
-/// its rate, and still did after the fast path made a route cost what a flag mapping does
-/// (2026-12-06: 69%, 71%, 90% of `kafka-0ms` and 2.7-3.4 s of CPU instead of 1.7-2.2 s for
-/// the 50,000 events, for 5 MB less peak RSS).
+/// ([`Dispatcher::remapping`]) its action is dropped while it waits, whatever mapped it: a
+/// mapped event costs more memory than the payload it comes from, and most of a full window
+/// waits. Mapping again costs CPU instead: a share, where memory is a container's hard
+/// limit (2026-12-06, three runs each in `scripts/bench`: when routed messages still kept
+/// theirs, `kafka-0ms-routes` peaked at 37.5-38.0 MB and `kafka-0ms-dedupe` at 39.7-40.1;
+/// mapped again, 32.6-33.1 and 34.3 MB, at 85-87% of `kafka-0ms`'s rate instead of
+/// 103-109%, about 5 µs more CPU per message).
 struct Parked<T> {
     ticket: T,
     message: Message,
-    /// Boxed: most parked messages have none (see `remap`), and a parked message that fits
-    /// 320 bytes takes that much from the allocator instead of 384.
+    /// Boxed: only a dispatcher without a router keeps actions (see `remap`), and a parked
+    /// message that fits 320 bytes takes that much from the allocator instead of 384.
     action: Option<Box<Action>>,
     slot: Slot,
 }
@@ -205,8 +205,10 @@ impl<S: Settle> Dispatcher<S> {
 
     /// Messages waiting behind their key drop their action and are mapped again with
     /// `router` when their turn comes: the window then costs about its payloads. For a
-    /// source whose actions are exactly `router`'s (Kafka: mapping is a pure function of the
-    /// message). Call it before the dispatcher is cloned or used; later it changes nothing.
+    /// source whose actions are exactly `router`'s (Kafka: mapping is a function of the
+    /// message; a route that reads the clock with `now` sees the time of delivery, as a
+    /// message of the SQLite queue does). Call it before the dispatcher is cloned or used;
+    /// later it changes nothing.
     pub fn remapping(mut self, router: MessageRouter) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.remap = Some(router);
@@ -297,11 +299,7 @@ impl<S: Settle> Dispatcher<S> {
                     return;
                 }
                 let Queued { job, slot } = queued;
-                let keep = match &self.inner.remap {
-                    None => true,
-                    Some(router) => router.routes_take(&job.message),
-                };
-                let action = keep.then(|| Box::new(job.action));
+                let action = self.inner.remap.is_none().then(|| Box::new(job.action));
                 queue.push_back(Box::new(Parked {
                     ticket: job.ticket,
                     message: job.message,

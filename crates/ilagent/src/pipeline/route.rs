@@ -96,12 +96,6 @@ impl MessageRouter {
         }
     }
 
-    /// Whether a configured route has the message's source and topic (its condition
-    /// aside).
-    pub fn routes_take(&self, message: &Message) -> bool {
-        self.table.has_topic_of(message)
-    }
-
     /// What `message` asks for.
     pub fn action_for(&self, message: &Message) -> Action {
         self.route_and_map(message).1

@@ -134,14 +134,6 @@ impl RouteTable {
         &self.routes
     }
 
-    /// Whether some route has `message`'s source and topic.
-    pub(crate) fn has_topic_of(&self, message: &Message) -> bool {
-        let meta = &message.meta;
-        self.routes
-            .iter()
-            .any(|r| r.source == meta.source && r.takes_topic(&meta.topic))
-    }
-
     /// The first route whose source, topic and condition match `message`.
     pub(crate) fn route(&self, message: &Message) -> Routed {
         let meta = &message.meta;
