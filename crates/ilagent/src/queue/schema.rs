@@ -57,6 +57,9 @@ CREATE TABLE IF NOT EXISTS accepted_ids (
 CREATE INDEX IF NOT EXISTS accepted_ids_by_expiry ON accepted_ids (expires_at);
 ";
 
+/// SQLite's `cache_size` for every connection: negative means KiB.
+const PAGE_CACHE_KIB: i64 = -512;
+
 /// Opens (creating if needed) the file and brings its schema up to date.
 pub fn open(path: &Path) -> Result<Connection, QueueError> {
     let context = |what: &str| format!("{what} {}", path.display());
@@ -76,6 +79,13 @@ pub fn open(path: &Path) -> Result<Connection, QueueError> {
     }
     connection
         .pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| QueueError::sqlite(context("configure"), e))?;
+    // At most 512 KiB of pages kept in memory per connection (SQLite's default is 2 MB),
+    // as the operating system caches the file anyway. scripts/bench, two runs each:
+    // `kafka-0ms-dedupe` (every event's id looked up and recorded) 33.6-33.9 -> 32.0-32.3
+    // MB, the MQTT rows 1.1 to 2 MB less, at the same rates.
+    connection
+        .pragma_update(None, "cache_size", PAGE_CACHE_KIB)
         .map_err(|e| QueueError::sqlite(context("configure"), e))?;
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
@@ -97,4 +107,18 @@ pub fn open(path: &Path) -> Result<Connection, QueueError> {
         .execute_batch(ADDED_TABLES)
         .map_err(|e| QueueError::sqlite(context("create the tables in"), e))?;
     Ok(connection)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The memory a connection may keep for pages is bounded, whatever the file's size.
+    #[test]
+    fn a_connection_keeps_at_most_512_kib_of_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = super::open(&dir.path().join("q.db3")).unwrap();
+        let cache: i64 = connection
+            .query_row("PRAGMA cache_size", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(cache, -512);
+    }
 }
