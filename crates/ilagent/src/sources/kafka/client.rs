@@ -164,7 +164,12 @@ fn connection(config: &KafkaConnection, client_id: &str) -> ClientConfig {
     client
         .set("bootstrap.servers", config.brokers.join(","))
         .set("client.id", client_id)
-        .set("log.connection.close", "false");
+        .set("log.connection.close", "false")
+        // No client telemetry pushed to the brokers (KIP-714): the agent has its own
+        // metrics, and librdkafka keeps eight histograms per broker connection for it
+        // (0.3 to 0.4 MB less peak RSS in the Kafka scenarios). A pass-through
+        // `enable.metrics.push=true` turns it back on.
+        .set("enable.metrics.push", "false");
     let security = &config.security;
     if let Some(protocol) = security.protocol {
         client.set("security.protocol", protocol.as_librdkafka());
@@ -250,6 +255,24 @@ mod tests {
         assert_eq!(c.get("fetch.max.bytes"), Some("32768"));
         assert_eq!(c.get("message.max.bytes"), Some("32768"));
         assert!(c.create::<rdkafka::consumer::BaseConsumer>().is_ok());
+    }
+
+    #[test]
+    fn no_client_telemetry_is_pushed_to_the_brokers_unless_asked() {
+        let mut cfg = config();
+        assert_eq!(
+            consumer_config(&cfg).get("enable.metrics.push"),
+            Some("false")
+        );
+        assert_eq!(
+            producer_config(&cfg).get("enable.metrics.push"),
+            Some("false")
+        );
+        cfg.connection.properties = vec![("enable.metrics.push".into(), "true".into())];
+        assert_eq!(
+            consumer_config(&cfg).get("enable.metrics.push"),
+            Some("true")
+        );
     }
 
     #[test]
