@@ -106,6 +106,25 @@ fn submit(dispatcher: &Dispatcher<Recorder>, ticket: &str, action: Action) {
     );
 }
 
+/// Submits `message` with the action `router` makes of it, as a source does.
+fn submit_mapped(
+    dispatcher: &Dispatcher<Recorder>,
+    router: &MessageRouter,
+    ticket: &str,
+    message: Message,
+) {
+    let action = router.action_for(&message);
+    let slot = dispatcher.try_reserve().expect("the window has room");
+    dispatcher.submit(
+        slot,
+        Job {
+            ticket: ticket.to_string(),
+            message,
+            action,
+        },
+    );
+}
+
 #[tokio::test]
 async fn alert_keys_waiting_for_their_integration_keys_budget_hold_no_delivery_slot() {
     let stand_in = StandIn::start().await.unwrap();
@@ -348,16 +367,7 @@ async fn messages_waiting_behind_their_key_are_mapped_again_and_delivered_as_map
             payload: payload.to_string().into_bytes(),
             meta: Metadata::new(SourceKind::Kafka, "events"),
         };
-        let action = router.action_for(&message);
-        let slot = dispatcher.try_reserve().expect("the window has room");
-        dispatcher.submit(
-            slot,
-            Job {
-                ticket: format!("m{seq}"),
-                message,
-                action,
-            },
-        );
+        submit_mapped(&dispatcher, &router, &format!("m{seq}"), message);
     }
     assert!(
         recorder
@@ -441,16 +451,7 @@ async fn routed_messages_waiting_behind_their_key_are_mapped_again_by_their_rout
             payload: payload.to_string().into_bytes(),
             meta,
         };
-        let action = router.action_for(&message);
-        let slot = dispatcher.try_reserve().expect("the window has room");
-        dispatcher.submit(
-            slot,
-            Job {
-                ticket: format!("m{seq}"),
-                message,
-                action,
-            },
-        );
+        submit_mapped(&dispatcher, &router, &format!("m{seq}"), message);
     }
     assert!(
         recorder

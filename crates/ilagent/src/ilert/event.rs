@@ -183,8 +183,8 @@ pub struct Event {
     #[serde(skip)]
     pub path: Option<super::EventPath>,
     /// The event's idempotency id, if its route or its request gave it one; not part of
-    /// the body. Boxed: most events have none, and an event a route mapped waits in the
-    /// Kafka window with its message; 296 bytes fit jemalloc's 320-byte class, 352 took 384.
+    /// the body. Boxed: most events have none, and an event may wait in a source's window
+    /// with its message (MQTT's); 296 bytes fit jemalloc's 320-byte class, 352 took 384.
     #[serde(skip)]
     pub dedupe: Option<Box<crate::action::DedupeId>>,
 }

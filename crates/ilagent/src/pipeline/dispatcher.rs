@@ -423,8 +423,8 @@ mod tests {
     use super::Parked;
     use crate::sources::kafka::KafkaTicket;
 
-    /// A message a route mapped waits with its event: the same size classes apply to the
-    /// event's box as to the parked message's (below).
+    /// Where a dispatcher keeps actions (MQTT's, the SQLite queue's), a waiting event keeps
+    /// its box: the same size classes apply to it as to the parked message's (below).
     #[test]
     fn an_event_fits_the_allocators_320_byte_class() {
         assert!(
