@@ -79,6 +79,7 @@ async fn deliver(deliverer: &Deliverer, action: &Action) -> Outcome {
         slots: None,
         stop_waiting: None,
         revoked: None,
+        reserved: Default::default(),
     };
     deliverer.deliver(action, &ctx).await
 }
@@ -332,6 +333,7 @@ async fn a_deadline_turns_repeated_transient_failures_into_a_rejection() {
         slots: None,
         stop_waiting: None,
         revoked: None,
+        reserved: Default::default(),
     };
     let outcome = deliverer.deliver(&alert("il1api-a", "x"), &ctx).await;
 
@@ -368,6 +370,7 @@ async fn shutdown_interrupts_a_message_waiting_to_be_retried() {
         slots: None,
         stop_waiting: None,
         revoked: None,
+        reserved: Default::default(),
     };
     let outcome = deliverer.deliver(&alert("il1api-a", "x"), &ctx).await;
 

@@ -47,6 +47,7 @@ pub async fn deliver(
         slots: None,
         stop_waiting: None,
         revoked: None,
+        reserved: Default::default(),
     };
     match deliverer.deliver(&action, &ctx).await {
         Outcome::Delivered {

@@ -97,6 +97,27 @@ impl AcceptedIds {
 
     /// Waits until no other event with `id` is being delivered, and holds it.
     pub(crate) async fn hold(&self, id: &DedupeId) -> Held {
+        let (lock, claim) = self.claim(id);
+        let guard = lock.lock_owned().await;
+        Held {
+            _guard: guard,
+            _claim: claim,
+        }
+    }
+
+    /// Holds `id` if no other event with it is being delivered; `None` (holding nothing)
+    /// if one is.
+    pub(crate) fn try_hold(&self, id: &DedupeId) -> Option<Held> {
+        let (lock, claim) = self.claim(id);
+        let guard = lock.try_lock_owned().ok()?;
+        Some(Held {
+            _guard: guard,
+            _claim: claim,
+        })
+    }
+
+    /// Counts a delivery in for `id` (out again when the claim is dropped); the id's lock.
+    fn claim(&self, id: &DedupeId) -> (Arc<tokio::sync::Mutex<()>>, Claim) {
         let lock = {
             let mut map = self.in_delivery.lock().unwrap_or_else(|e| e.into_inner());
             let entry = map.entry(id.key).or_insert_with(|| InDelivery {
@@ -110,11 +131,7 @@ impl AcceptedIds {
             map: Arc::clone(&self.in_delivery),
             key: id.key,
         };
-        let guard = lock.lock_owned().await;
-        Held {
-            _guard: guard,
-            _claim: claim,
-        }
+        (lock, claim)
     }
 
     /// Ids being delivered or waited for right now (for tests: none once all are done).

@@ -37,6 +37,7 @@ pub use backoff::Backoff;
 pub(crate) use idempotency::AcceptedIds;
 pub use rate_limit::{Budget, Budgets, KeyClass, RateLimiter};
 pub use retry::RetryPolicy;
+pub use wire::Reserved;
 
 use self::wire::Wire;
 use crate::action::{Action, DedupeId, Outcome, RejectKind};
@@ -58,6 +59,9 @@ pub struct Context<'a> {
     /// Cancelled when the source no longer wants this message (a revoked Kafka partition):
     /// it stops waiting as at shutdown.
     pub revoked: Option<&'a CancellationToken>,
+    /// A delivery slot the caller took for the first request (see [`Reserved`]); empty
+    /// by default.
+    pub reserved: Reserved,
 }
 
 impl Context<'_> {
@@ -81,7 +85,7 @@ impl Context<'_> {
 }
 
 /// Resolves when `token` is cancelled; never without one.
-async fn cancelled(token: Option<&CancellationToken>) {
+pub(crate) async fn cancelled(token: Option<&CancellationToken>) {
     match token {
         Some(token) => token.cancelled().await,
         None => std::future::pending().await,
@@ -262,11 +266,19 @@ impl Deliverer {
         accepted: &AcceptedIds,
         ctx: &Context<'_>,
     ) -> Outcome {
-        let _held = tokio::select! {
-            biased;
-            () = ctx.cancel.cancelled() => return Outcome::Interrupted { attempts: 0 },
-            () = ctx.waits_stopped() => return Outcome::Interrupted { attempts: 0 },
-            held = accepted.hold(id) => held,
+        let _held = match accepted.try_hold(id) {
+            Some(held) => held,
+            None => {
+                // Another event with this id is under way: wait for it without holding a
+                // delivery slot.
+                ctx.reserved.release();
+                tokio::select! {
+                    biased;
+                    () = ctx.cancel.cancelled() => return Outcome::Interrupted { attempts: 0 },
+                    () = ctx.waits_stopped() => return Outcome::Interrupted { attempts: 0 },
+                    held = accepted.hold(id) => held,
+                }
+            }
         };
         if let Some(duplicate) = accepted.duplicate(id).await {
             return duplicate;

@@ -161,6 +161,16 @@ impl RateLimiter {
         slot
     }
 
+    /// Books `key`'s next slot if it is due now, as [`RateLimiter::acquire`] would without
+    /// waiting; `false`, booking nothing, if the key would have to wait.
+    pub fn try_acquire_now(&self, class: KeyClass, key: &str) -> bool {
+        let booked = self.book(class, key, Instant::now(), true).is_some();
+        if booked {
+            crate::observe::events::rate_limit_waited(class.as_str(), Duration::ZERO);
+        }
+        booked
+    }
+
     /// Whether `key` could send a request now without waiting: fewer than its limit
     /// really went out in the window (books nothing).
     pub fn has_room(&self, class: KeyClass, key: &str) -> bool {
@@ -240,9 +250,15 @@ impl RateLimiter {
 
     /// Books the next free slot for `key` at or after `now`.
     fn reserve(&self, class: KeyClass, key: &str, now: Instant) -> Instant {
+        self.book(class, key, now, false).unwrap_or(now)
+    }
+
+    /// Books the next free slot for `key` at or after `now`; with `only_if_due`, only if
+    /// that slot is `now` (`None` otherwise, nothing booked).
+    fn book(&self, class: KeyClass, key: &str, now: Instant, only_if_due: bool) -> Option<Instant> {
         let budget = self.budgets.of(class);
         if budget.limit == 0 {
-            return now;
+            return Some(now);
         }
         let (window, limit) = (nanos(budget.guarded_window()), budget.limit as usize);
         let at = self.nanos(now);
@@ -256,11 +272,14 @@ impl RateLimiter {
                 .front()
                 .map_or(at, |oldest| (oldest + window).max(at))
         };
+        if only_if_due && slot != at {
+            return None;
+        }
         log.booked.push_back(slot);
         while log.booked.len() > limit {
             log.booked.pop_front();
         }
-        if slot == at { now } else { self.instant(slot) }
+        Some(if slot == at { now } else { self.instant(slot) })
     }
 
     /// `key`'s log, made room for: every [`SWEEP_EVERY`] requests, and whenever a new key
@@ -413,6 +432,27 @@ mod tests {
         let second = l.acquire(KeyClass::Api, "k").await;
         assert_eq!(second, start + Duration::from_millis(10_200));
         assert_eq!(Instant::now(), second);
+    }
+
+    #[test]
+    fn a_slot_is_taken_now_only_if_it_is_due_now_and_a_refusal_books_nothing() {
+        let l = limiter(2, 60);
+        assert!(l.try_acquire_now(KeyClass::Integration, "k"));
+        assert!(l.try_acquire_now(KeyClass::Integration, "k"));
+        assert!(
+            !l.try_acquire_now(KeyClass::Integration, "k"),
+            "the third would have to wait for the window"
+        );
+        // The refusal booked nothing: the next booking is the third slot, one window on.
+        let now = Instant::now();
+        let next = l.reserve(KeyClass::Integration, "k", now);
+        assert!(next > now + Duration::from_secs(60), "{:?}", next - now);
+        assert!(
+            next < now + Duration::from_secs(62),
+            "one window, not two: {:?}",
+            next - now
+        );
+        assert!(limiter(0, 60).try_acquire_now(KeyClass::Integration, "k"));
     }
 
     #[test]

@@ -7,12 +7,40 @@
 //! key really sent leave room ([`RateLimiter::try_send`]; otherwise it gives the slot back
 //! and waits), and it counts until its answer arrived, so no window that ilert sees holds
 //! more than the budget.
+//!
+//! A caller may take a delivery slot before the delivery starts ([`Reserved`]: the
+//! dispatcher waits for one where waiting costs a few hundred bytes per key instead of a
+//! whole delivery's state). The first request uses it only if the key's budget lets it go
+//! at once; otherwise the slot is given back before the key waits for its budget.
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use std::sync::Mutex;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use super::Context;
 use super::rate_limit::{KeyClass, RateLimiter};
+
+/// A delivery slot taken before the delivery started, for its first request (see the
+/// module's doc). Empty by default.
+#[derive(Default)]
+pub struct Reserved(Mutex<Option<OwnedSemaphorePermit>>);
+
+impl Reserved {
+    pub fn new(permit: OwnedSemaphorePermit) -> Self {
+        Reserved(Mutex::new(Some(permit)))
+    }
+
+    /// The slot, once: later calls get `None`.
+    pub(crate) fn take(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Gives the slot back (before a wait that is not for the wire).
+    pub(crate) fn release(&self) {
+        drop(self.take());
+    }
+}
 
 pub(crate) struct Wire<'a> {
     pub limiter: &'a RateLimiter,
@@ -24,6 +52,8 @@ pub(crate) struct Wire<'a> {
 /// arrived when dropped.
 pub(crate) struct OnWire<'a> {
     _permit: Option<SemaphorePermit<'a>>,
+    /// The slot reserved before the delivery, when the request went out on it.
+    _reserved: Option<OwnedSemaphorePermit>,
     limiter: &'a RateLimiter,
     class: KeyClass,
     key: String,
@@ -39,20 +69,32 @@ impl Drop for OnWire<'_> {
 
 impl<'a> Wire<'a> {
     /// Waits for `key`'s rate-limit slot, then for a delivery slot, until the request may
-    /// really go out; the returned guard is held for the request.
-    pub async fn enter(&self, class: KeyClass, key: &str) -> OnWire<'a> {
-        self.limiter.acquire(class, key).await;
+    /// really go out; the returned guard is held for the request. A `reserved` delivery
+    /// slot is used if the key's budget lets the request go at once, else given back
+    /// before the key waits for its budget.
+    pub async fn enter(
+        &self,
+        class: KeyClass,
+        key: &str,
+        reserved: Option<OwnedSemaphorePermit>,
+    ) -> OnWire<'a> {
+        let mut reserved = reserved.filter(|_| self.limiter.try_acquire_now(class, key));
+        if reserved.is_none() {
+            self.limiter.acquire(class, key).await;
+        }
         loop {
             // Closed never: the semaphore lives as long as its dispatcher.
-            let permit = match self.slots {
-                Some(slots) => slots.acquire().await.ok(),
-                None => None,
+            let (permit, reserved) = match (reserved.take(), self.slots) {
+                (Some(reserved), _) => (None, Some(reserved)),
+                (None, Some(slots)) => (slots.acquire().await.ok(), None),
+                (None, None) => (None, None),
             };
             let now = Instant::now();
             match self.limiter.try_send(class, key, now) {
                 Ok(()) => {
                     return OnWire {
                         _permit: permit,
+                        _reserved: reserved,
                         limiter: self.limiter,
                         class,
                         key: key.to_string(),
@@ -60,7 +102,7 @@ impl<'a> Wire<'a> {
                     };
                 }
                 Err(room_at) => {
-                    drop(permit);
+                    drop((permit, reserved));
                     tokio::time::sleep_until(room_at).await;
                 }
             }
@@ -77,6 +119,7 @@ impl<'a> Wire<'a> {
         key: &str,
         ctx: &Context<'_>,
     ) -> Option<OnWire<'a>> {
+        let reserved = ctx.reserved.take();
         if ctx.is_revoked() {
             return None;
         }
@@ -84,12 +127,12 @@ impl<'a> Wire<'a> {
             if !self.limiter.has_room(class, key) {
                 return None;
             }
-            return Some(self.enter(class, key).await);
+            return Some(self.enter(class, key, reserved).await);
         }
         tokio::select! {
             biased;
             () = ctx.waits_stopped() => None,
-            on_wire = self.enter(class, key) => Some(on_wire),
+            on_wire = self.enter(class, key, reserved) => Some(on_wire),
         }
     }
 }

@@ -56,6 +56,7 @@ pub async fn ping_while_healthy(
             slots: None,
             stop_waiting: None,
             revoked: None,
+            reserved: Default::default(),
         };
         match deliverer.deliver(&action, &ctx).await {
             Outcome::Delivered { .. } => events::agent_heartbeat("pinged", ""),

@@ -378,6 +378,7 @@ async fn send_wanted(
                 slots: None,
                 stop_waiting: None,
                 revoked: None,
+                reserved: Default::default(),
             };
             match deliverer
                 .deliver(&Action::Event(Box::new(event)), &ctx)

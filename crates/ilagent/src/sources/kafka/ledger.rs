@@ -33,8 +33,10 @@ use tokio_util::sync::CancellationToken;
 pub type TopicPartition = (std::sync::Arc<str>, i32);
 
 /// Which assignment of a partition a message was read in. Generations start at 1, so 0
-/// means "read while not assigned" and is never current.
-pub type Generation = u64;
+/// means "read while not assigned" and is never current. 32 bits: a message's ticket then
+/// packs it with its other small fields (a waiting message's size decides its allocator
+/// class); four billion partition assignments in one process's life are not reached.
+pub type Generation = u32;
 
 #[derive(Debug, Default)]
 struct PartitionLedger {
@@ -91,7 +93,8 @@ impl Ledgers {
     pub fn assign(&self, partitions: &[TopicPartition]) {
         let mut state = self.lock();
         for tp in partitions {
-            state.last_generation += 1;
+            // Past u32::MAX (never in practice) it starts again at 1, never at 0.
+            state.last_generation = state.last_generation.checked_add(1).unwrap_or(1);
             let generation = state.last_generation;
             state.assigned.insert(
                 tp.clone(),

@@ -18,7 +18,7 @@ pub mod dead_letter;
 mod ledger;
 mod poll;
 mod requeued;
-mod settle;
+pub(crate) mod settle;
 
 use std::sync::Arc;
 use std::time::Duration;
