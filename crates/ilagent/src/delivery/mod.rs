@@ -18,6 +18,7 @@
 //! ([`idempotency`]).
 
 pub mod backoff;
+mod concurrency;
 mod heartbeats;
 pub(crate) mod idempotency;
 mod policy_update;
@@ -29,11 +30,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
+pub use concurrency::Slots;
 pub(crate) use idempotency::AcceptedIds;
 pub use rate_limit::{Budget, Budgets, KeyClass, RateLimiter};
 pub use retry::RetryPolicy;
@@ -51,7 +52,7 @@ pub struct Context<'a> {
     pub deadline: Option<Instant>,
     pub cancel: &'a CancellationToken,
     /// Taken for each HTTP request only, after the rate-limit wait; `None`: unbounded.
-    pub slots: Option<&'a Semaphore>,
+    pub slots: Option<&'a Slots>,
     /// Cancelled when shutdown begins: a delivery that is waiting (for its rate budget, a
     /// delivery slot, a backoff or `Retry-After`) stops at once, unsettled, while a request
     /// already on the wire may finish until `cancel`. `None`: waits until `cancel`.
@@ -389,12 +390,16 @@ impl Deliverer {
         let enter = |class, key| wire.enter_unless_stopped(class, key, ctx);
         let verdict = match action {
             Action::Event(event) => {
-                let _on_wire = enter(KeyClass::Integration, event.integration_key.expose()).await?;
-                Box::pin(shared.client.send_event(event, &self.event_path)).await
+                let on_wire = enter(KeyClass::Integration, event.integration_key.expose()).await?;
+                let verdict = Box::pin(shared.client.send_event(event, &self.event_path)).await;
+                on_wire.answered(&verdict);
+                verdict
             }
             Action::Heartbeat(key) => {
-                let _on_wire = enter(KeyClass::Heartbeat, key.expose()).await?;
-                Box::pin(shared.client.ping_heartbeat(key)).await
+                let on_wire = enter(KeyClass::Heartbeat, key.expose()).await?;
+                let verdict = Box::pin(shared.client.ping_heartbeat(key)).await;
+                on_wire.answered(&verdict);
+                verdict
             }
             Action::PolicyUpdate(update) => match &shared.api_key {
                 Some(api_key) => {

@@ -103,7 +103,7 @@ pub(super) async fn attempt(
                 .enter_unless_stopped(KeyClass::Api, api_key.expose(), ctx)
                 .await?;
             let found = client.search_user(api_key, &update.email).await;
-            drop(on_wire);
+            on_wire.looked_up(&found);
             match found {
                 Ok(Some(user)) => {
                     cache.remember_user(&update.email, user.id);
@@ -129,7 +129,7 @@ pub(super) async fn attempt(
                 .enter_unless_stopped(KeyClass::Api, api_key.expose(), ctx)
                 .await?;
             let resolved = client.resolve_policy(api_key, &update.routing_key).await;
-            drop(on_wire);
+            on_wire.looked_up(&resolved);
             match resolved {
                 Ok(Some(policy)) => {
                     cache.remember_policy(&update.routing_key, policy.clone());
@@ -172,7 +172,7 @@ pub(super) async fn attempt(
             user_id,
         )
         .await;
-    drop(on_wire);
+    on_wire.answered(&verdict);
     match verdict {
         Verdict::Permanent {
             status: Some(400 | 404),

@@ -15,11 +15,13 @@
 
 use std::sync::Mutex;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, SemaphorePermit};
 use tokio::time::Instant;
 
 use super::Context;
+use super::concurrency::{Answer, Slots};
 use super::rate_limit::{KeyClass, RateLimiter};
+use crate::ilert::Verdict;
 
 /// A delivery slot taken before the delivery started, for its first request (see the
 /// module's doc). Empty by default.
@@ -45,25 +47,57 @@ impl Reserved {
 pub(crate) struct Wire<'a> {
     pub limiter: &'a RateLimiter,
     /// `None`: no limit on requests under way.
-    pub slots: Option<&'a Semaphore>,
+    pub slots: Option<&'a Slots>,
 }
 
-/// A request on the wire: holds its delivery slot, and tells the limiter when the answer
-/// arrived when dropped.
+/// A request on the wire: holds its delivery slot, and tells the limiter and the slots
+/// when the answer arrived when dropped ([`OnWire::answered`] says what it was).
 pub(crate) struct OnWire<'a> {
-    _permit: Option<SemaphorePermit<'a>>,
+    permit: Option<SemaphorePermit<'a>>,
     /// The slot reserved before the delivery, when the request went out on it.
-    _reserved: Option<OwnedSemaphorePermit>,
+    reserved: Option<OwnedSemaphorePermit>,
+    slots: Option<&'a Slots>,
+    answer: Answer,
     limiter: &'a RateLimiter,
     class: KeyClass,
     key: String,
     started: Instant,
 }
 
+impl OnWire<'_> {
+    /// What ilert answered: its time and kind adjust the number of delivery slots.
+    pub(crate) fn answered(mut self, verdict: &Verdict) {
+        self.answer = Answer::of(verdict);
+    }
+
+    /// [`OnWire::answered`] for a lookup: a result is an answer.
+    pub(crate) fn looked_up<T>(self, result: &Result<T, Verdict>) {
+        match result {
+            Ok(_) => {
+                let mut on_wire = self;
+                on_wire.answer = Answer::Answered;
+            }
+            Err(verdict) => self.answered(verdict),
+        }
+    }
+}
+
 impl Drop for OnWire<'_> {
     fn drop(&mut self) {
+        let now = Instant::now();
         self.limiter
-            .finished(self.class, &self.key, self.started, Instant::now());
+            .finished(self.class, &self.key, self.started, now);
+        if let Some(slots) = self.slots {
+            slots.finished(now.duration_since(self.started), self.answer, now);
+            if slots.owes() {
+                if let Some(permit) = self.permit.take() {
+                    permit.forget();
+                }
+                if let Some(permit) = self.reserved.take() {
+                    permit.forget();
+                }
+            }
+        }
     }
 }
 
@@ -86,15 +120,20 @@ impl<'a> Wire<'a> {
             // Closed never: the semaphore lives as long as its dispatcher.
             let (permit, reserved) = match (reserved.take(), self.slots) {
                 (Some(reserved), _) => (None, Some(reserved)),
-                (None, Some(slots)) => (slots.acquire().await.ok(), None),
+                (None, Some(slots)) => (slots.semaphore().acquire().await.ok(), None),
                 (None, None) => (None, None),
             };
             let now = Instant::now();
             match self.limiter.try_send(class, key, now) {
                 Ok(()) => {
+                    if let Some(slots) = self.slots {
+                        slots.started();
+                    }
                     return OnWire {
-                        _permit: permit,
-                        _reserved: reserved,
+                        permit,
+                        reserved,
+                        slots: self.slots,
+                        answer: Answer::Ignored,
                         limiter: self.limiter,
                         class,
                         key: key.to_string(),

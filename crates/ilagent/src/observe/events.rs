@@ -31,6 +31,7 @@ pub const DEAD_LETTERS: &str = "ilagent_dead_letters";
 pub const DELIVERY_LATENCY: &str = "ilagent_delivery_latency_seconds";
 pub const END_TO_END_AGE: &str = "ilagent_end_to_end_age_seconds";
 pub const ILERT_IN_FLIGHT: &str = "ilagent_ilert_requests_in_flight";
+pub const ILERT_CONCURRENCY_LIMIT: &str = "ilagent_ilert_concurrency_limit";
 pub const ILERT_RESPONSES: &str = "ilagent_ilert_responses_total";
 pub const RATE_LIMIT_WAIT: &str = "ilagent_rate_limit_wait_seconds";
 pub const RETRY_AFTER_WAIT: &str = "ilagent_retry_after_wait_seconds";
@@ -445,6 +446,12 @@ pub fn queue_depth(stats: &Stats) {
 pub fn ilert_request_started() -> InFlight {
     metrics::gauge!(ILERT_IN_FLIGHT).increment(1.0);
     InFlight
+}
+
+/// The adaptive limit of requests to ilert at once moved by `delta` (summed over the
+/// sources: each adds its own limit).
+pub fn ilert_concurrency_limit(delta: f64) {
+    metrics::gauge!(ILERT_CONCURRENCY_LIMIT).increment(delta);
 }
 
 /// Counts one request to ilert in [`ILERT_IN_FLIGHT`] while it lives.

@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 
 use super::order_key::OrderKey;
 use crate::action::{Action, Outcome};
-use crate::delivery::{Context, Deliverer, Reserved, cancelled};
+use crate::delivery::{Context, Deliverer, Reserved, Slots, cancelled};
 use crate::message::{Message, Metadata};
 use crate::pipeline::MessageRouter;
 
@@ -169,8 +169,9 @@ struct Inner<S: Settle> {
     window: Arc<Window>,
     capacity: usize,
     capacity_kib: u32,
-    /// HTTP requests under way (taken by the deliverer for the call only).
-    on_wire: Arc<Semaphore>,
+    /// HTTP requests under way (taken by the deliverer for the call only), adaptive
+    /// below `max_in_flight`.
+    on_wire: Slots,
     /// Keys with a running task, and the messages queued behind it. A key is present
     /// exactly while its task runs; the task removes it under the lock when it finds its
     /// queue empty, so a submit either queues behind a running task or starts a new one.
@@ -237,7 +238,7 @@ impl<S: Settle> Dispatcher<S> {
                 }),
                 capacity,
                 capacity_kib,
-                on_wire: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+                on_wire: Slots::new(limits.max_in_flight),
                 keys: Mutex::new(HashMap::new()),
                 abort,
                 stop_waiting: CancellationToken::new(),
@@ -464,7 +465,7 @@ async fn deliver<S: Settle>(
             () = inner.abort.cancelled() => return Outcome::Interrupted { attempts: 0 },
             () = inner.stop_waiting.cancelled() => return Outcome::Interrupted { attempts: 0 },
             () = cancelled(revoked) => return Outcome::Interrupted { attempts: 0 },
-            permit = Arc::clone(&inner.on_wire).acquire_owned() => permit.ok().map(Reserved::new),
+            permit = Arc::clone(inner.on_wire.semaphore()).acquire_owned() => permit.ok().map(Reserved::new),
         }
     } else {
         None
