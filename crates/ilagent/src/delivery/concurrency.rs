@@ -335,7 +335,10 @@ mod tests {
                 permit.forget();
             }
         }
-        assert_eq!(owed, 8, "the first 8 permits given back go out of circulation");
+        assert_eq!(
+            owed, 8,
+            "the first 8 permits given back go out of circulation"
+        );
         let waiter_got = waiter.await.unwrap().unwrap();
         assert_eq!(
             semaphore.available_permits() + 1,
