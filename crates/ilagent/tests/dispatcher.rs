@@ -20,7 +20,7 @@ use ilagent::pipeline::{Dispatcher, Job, Limits, MessageRouter, Settle};
 use ilagent::routes::RouteTable;
 use ilagent::secret::Secret;
 use ilagent::sources::route::{Routes, TopicSyntax};
-use ilert_standin::{RequestKind, Scripted, StandIn};
+use ilert_standin::{Behaviour, RecordedRequest, RequestKind, Scripted, StandIn};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -555,5 +555,110 @@ async fn a_hundred_thousand_distinct_integration_keys_leave_no_state_once_delive
         deliverer.tracked_keys(),
         0,
         "no rate-limit state is left for keys idle for a window"
+    );
+}
+
+/// The most requests the stand-in had in service at once, when it answers each after
+/// `latency` (a request is counted from its arrival until `latency` later, less a margin
+/// for the answer's way back).
+fn most_in_service(requests: &[RecordedRequest], latency: Duration) -> usize {
+    let in_service_ms = latency.as_millis() as u64 - 5;
+    let mut arrivals: Vec<u64> = requests.iter().map(|r| r.received_at_ms).collect();
+    arrivals.sort_unstable();
+    (0..arrivals.len())
+        .map(|i| {
+            let since = arrivals[i].saturating_sub(in_service_ms);
+            arrivals[..=i].iter().filter(|&&t| t > since).count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn with_ilert_answering_steadily_requests_in_parallel_grow_from_16_to_every_ready_key() {
+    const KEYS: usize = 100;
+    const MESSAGES_PER_KEY: usize = 4;
+    let latency = Duration::from_millis(200);
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.set_behaviour(Behaviour {
+        latency_ms: latency.as_millis() as u64,
+        ..Behaviour::default()
+    });
+    let recorder = Recorder::default();
+    // Production defaults: ilert's budgets, the Kafka ceiling of 128.
+    let dispatcher = dispatcher(deliverer(&stand_in, Budgets::default()), &recorder, 128);
+
+    for message in 0..MESSAGES_PER_KEY {
+        for key in 0..KEYS {
+            let action = alert(&format!("il1api-{key}"), &format!("host-{key}"));
+            submit(&dispatcher, &format!("{key}-{message}"), action);
+        }
+    }
+    let requests = stand_in
+        .wait_for_requests(KEYS * MESSAGES_PER_KEY, Duration::from_secs(60))
+        .await;
+
+    assert_eq!(requests.len(), KEYS * MESSAGES_PER_KEY);
+    let before_the_first_answer: Vec<_> = requests
+        .iter()
+        .filter(|r| r.received_at_ms < requests[0].received_at_ms + 150)
+        .cloned()
+        .collect();
+    assert_eq!(
+        most_in_service(&before_the_first_answer, latency),
+        16,
+        "the limit starts at 16"
+    );
+    let most = most_in_service(&requests, latency);
+    assert!(
+        most >= KEYS - 5,
+        "once answers came back steadily, every ready key had a request out: {most} of {KEYS} at most"
+    );
+}
+
+#[tokio::test]
+async fn with_ilert_failing_with_503_the_agent_backs_off_to_one_request_at_a_time_and_delivers_all_once_it_recovers()
+ {
+    const KEYS: usize = 64;
+    let latency = Duration::from_millis(100);
+    let stand_in = StandIn::start().await.unwrap();
+    stand_in.set_behaviour(Behaviour {
+        latency_ms: latency.as_millis() as u64,
+        error_rate: 1.0,
+        ..Behaviour::default()
+    });
+    let recorder = Recorder::default();
+    let dispatcher = dispatcher(deliverer(&stand_in, Budgets::default()), &recorder, 128);
+
+    for key in 0..KEYS {
+        let action = alert(&format!("il1api-{key}"), &format!("host-{key}"));
+        submit(&dispatcher, &key.to_string(), action);
+    }
+    let started = stand_in.wait_for_requests(1, Duration::from_secs(10)).await[0].received_at_ms;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let late: Vec<_> = stand_in
+        .requests()
+        .into_iter()
+        .filter(|r| r.received_at_ms >= started + 1_500)
+        .collect();
+    assert!(!late.is_empty(), "the keys kept retrying");
+    assert!(late.iter().all(|r| r.status == 503));
+    let most = most_in_service(&late, latency);
+    assert!(
+        most <= 2,
+        "after a few failed answers, at most 2 requests at once, not {KEYS}: {most}"
+    );
+
+    stand_in.set_behaviour(Behaviour::default());
+    assert!(
+        eventually(|| recorder.outcomes().len() == KEYS).await,
+        "every message is settled once ilert recovers"
+    );
+    assert!(
+        recorder
+            .outcomes()
+            .iter()
+            .all(|(_, outcome)| matches!(outcome, Outcome::Delivered { .. })),
+        "and every one delivered: nothing is lost to the outage"
     );
 }

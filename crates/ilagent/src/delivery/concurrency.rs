@@ -8,9 +8,10 @@
 //! follows ilert's answer time, as TCP Vegas follows a path's delay:
 //!
 //! - Time is cut into windows of about one answer time (at least [`MIN_WINDOW`]).
-//! - A window whose mean answer time stays within [`TOLERANCE`] times the lowest seen
-//!   ([`Adaptive::baseline`]), and that used its whole limit, raises the limit: doubling
-//!   (slow start) up to the last level that went wrong, then by one.
+//! - A window whose mean answer time stays within [`TOLERANCE`] times the quickest answer
+//!   seen (`Adaptive::baseline`), or within [`SLACK`] of it, and that used its whole limit,
+//!   raises the limit: doubling (slow start) up to the last level that went wrong, then
+//!   by one.
 //! - A window whose answers took longer than that while its requests used at least half
 //!   the limit lowers the limit by 10%: the requests were queueing.
 //! - A window with a sign of overload (a timeout, a network error, 408 or 5xx) halves it.
@@ -21,8 +22,10 @@
 //! rises over the ceiling. With ilert's latency steady, a backlog reaches the ceiling in
 //! a few answer times; with ilert slowing down, the agent sends less at once.
 //!
-//! The slots are a semaphore's permits. A raise adds one; a cut takes idle permits out at
-//! once and the rest as requests finish (a debt), so no request is ever interrupted.
+//! The slots are a semaphore's permits. A raise adds permits; a cut takes idle permits out
+//! at once and the rest as requests finish (a debt), so no request is ever interrupted. A
+//! finished request's permit pays the debt before it is released: a released permit goes
+//! straight to a waiting key, so it would never be idle to take.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -85,7 +88,7 @@ struct Adaptive {
     threshold: usize,
     /// Permits still to take out of circulation after a cut.
     debt: usize,
-    /// The lowest mean answer time of a window (drifting up, see [`BASELINE_DRIFT`]).
+    /// The quickest answer seen (drifting up, see [`BASELINE_DRIFT`]).
     baseline: Option<Duration>,
     in_flight: usize,
     window: Window,
@@ -154,8 +157,10 @@ impl Slots {
         state.window.peak = state.window.peak.max(state.in_flight);
     }
 
-    /// A request came back (its permit is returned after this call, see [`Slots::repay`]).
-    pub(crate) fn finished(&self, answer_time: Duration, answer: Answer, now: Instant) {
+    /// A request came back. `true`: a cut left a debt, and the caller must forget its
+    /// permit instead of releasing it.
+    #[must_use]
+    pub(crate) fn finished(&self, answer_time: Duration, answer: Answer, now: Instant) -> bool {
         let mut state = self.lock();
         state.in_flight = state.in_flight.saturating_sub(1);
         match answer {
@@ -169,11 +174,20 @@ impl Slots {
             Answer::Ignored => {}
         }
         let length = state.baseline.unwrap_or(MIN_WINDOW).max(MIN_WINDOW);
-        if now.duration_since(state.window.started) < length {
-            return;
+        if now.duration_since(state.window.started) >= length {
+            self.close_window(&mut state, now);
         }
+        let owes = state.debt > 0;
+        if owes {
+            state.debt -= 1;
+        }
+        owes
+    }
+
+    /// Moves the limit by the window that ends `now`, and its permits with it.
+    fn close_window(&self, state: &mut Adaptive, now: Instant) {
         let before = state.limit;
-        state.close_window(self.ceiling, now);
+        state.next_limit(self.ceiling, now);
         let after = state.limit;
         if after > before {
             let raise = after - before;
@@ -186,28 +200,8 @@ impl Slots {
         if after != before {
             events::ilert_concurrency_limit(after as f64 - before as f64);
         }
-        drop(state);
-        self.repay();
-    }
-
-    /// Whether a finished request's permit should go out of circulation (a cut left a
-    /// debt) instead of back to the semaphore, which would hand it straight to a waiter.
-    pub(crate) fn owes(&self) -> bool {
-        let mut state = self.lock();
-        let owes = state.debt > 0;
-        if owes {
-            state.debt -= 1;
-        }
-        owes
-    }
-
-    /// Takes idle permits out of circulation while a cut left a debt.
-    pub(crate) fn repay(&self) {
-        let mut state = self.lock();
-        if state.debt > 0 {
-            let taken = self.semaphore.forget_permits(state.debt);
-            state.debt -= taken;
-        }
+        // Idle permits (given back by keys that found their budget used up) pay at once.
+        state.debt -= self.semaphore.forget_permits(state.debt);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Adaptive> {
@@ -217,7 +211,8 @@ impl Slots {
 }
 
 impl Adaptive {
-    fn close_window(&mut self, ceiling: usize, now: Instant) {
+    /// The limit after the window that ends `now`; starts the next window.
+    fn next_limit(&mut self, ceiling: usize, now: Instant) {
         let window = std::mem::replace(&mut self.window, Window::new(now, self.in_flight));
         let mean = (window.samples > 0).then(|| window.total / window.samples);
         if let (Some(mean), Some(quickest)) = (mean, window.quickest) {
@@ -262,11 +257,12 @@ mod tests {
         for _ in 0..requests {
             slots.started();
         }
+        // The requests here hold no permits, so there is none to forget.
         for _ in 1..requests {
-            slots.finished(answer_time, answer, Instant::now());
+            let _ = slots.finished(answer_time, answer, Instant::now());
         }
         tokio::time::advance(answer_time.max(MIN_WINDOW)).await;
-        slots.finished(answer_time, answer, Instant::now());
+        let _ = slots.finished(answer_time, answer, Instant::now());
     }
 
     async fn full_window(slots: &Slots, answer_time: Duration) {
@@ -317,35 +313,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_cut_is_repaid_by_the_permits_of_finished_requests_before_any_waiter_gets_them() {
+    async fn a_cut_takes_permits_out_as_requests_finish_before_a_waiting_key_gets_them() {
         let slots = Slots::new(128);
         let semaphore = Arc::clone(slots.semaphore());
-        let held: Vec<_> = (0..16)
-            .map(|_| semaphore.clone().try_acquire_owned())
+        let on_the_wire: Vec<_> = (0..16)
+            .map(|_| Arc::clone(&semaphore).try_acquire_owned())
             .collect::<Result<_, _>>()
             .unwrap();
-        let waiter = tokio::spawn(Arc::clone(&semaphore).acquire_owned());
+        on_the_wire.iter().for_each(|_| slots.started());
+        let waiting_key = tokio::spawn(Arc::clone(&semaphore).acquire_owned());
         tokio::task::yield_now().await;
-        window(&slots, 16, Duration::from_secs(1), Answer::Overloaded).await;
-        assert_eq!(slots.limit(), 8);
-        let mut owed = 0;
-        for permit in held {
-            if slots.owes() {
-                owed += 1;
+        tokio::time::advance(MIN_WINDOW).await;
+
+        let mut forgotten = 0;
+        for permit in on_the_wire {
+            if slots.finished(Duration::from_secs(1), Answer::Overloaded, Instant::now()) {
+                forgotten += 1;
                 permit.forget();
             }
         }
+
+        assert_eq!(slots.limit(), 8, "overload halves the limit");
         assert_eq!(
-            owed, 8,
-            "the first 8 permits given back go out of circulation"
+            forgotten, 8,
+            "the first 8 permits back went out of circulation"
         );
-        let waiter_got = waiter.await.unwrap().unwrap();
+        let _permit = waiting_key.await.unwrap().unwrap();
         assert_eq!(
-            semaphore.available_permits() + 1,
-            8,
-            "the waiter has one of the 8 permits left, the rest are free"
+            semaphore.available_permits(),
+            7,
+            "of the 8 permits left, the waiting key has one"
         );
-        drop(waiter_got);
     }
 
     #[tokio::test(start_paused = true)]
@@ -370,30 +368,6 @@ mod tests {
             assert_eq!(slots.limit(), expected);
         }
         assert_eq!(slots.semaphore().available_permits(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_cut_takes_permits_out_only_as_requests_give_them_back() {
-        let slots = Slots::new(128);
-        let semaphore = Arc::clone(slots.semaphore());
-        let held: Vec<_> = (0..16)
-            .map(|_| semaphore.clone().try_acquire_owned())
-            .collect::<Result<_, _>>()
-            .unwrap();
-        window(&slots, 16, Duration::from_secs(1), Answer::Overloaded).await;
-        assert_eq!(slots.limit(), 8);
-        assert_eq!(
-            semaphore.available_permits(),
-            0,
-            "no request is interrupted"
-        );
-        drop(held);
-        slots.repay();
-        assert_eq!(
-            semaphore.available_permits(),
-            8,
-            "the 16 permits came back and 8 of them were taken out"
-        );
     }
 
     #[tokio::test(start_paused = true)]

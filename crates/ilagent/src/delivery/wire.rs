@@ -71,14 +71,11 @@ impl OnWire<'_> {
     }
 
     /// [`OnWire::answered`] for a lookup: a result is an answer.
-    pub(crate) fn looked_up<T>(self, result: &Result<T, Verdict>) {
-        match result {
-            Ok(_) => {
-                let mut on_wire = self;
-                on_wire.answer = Answer::Answered;
-            }
-            Err(verdict) => self.answered(verdict),
-        }
+    pub(crate) fn looked_up<T>(mut self, result: &Result<T, Verdict>) {
+        self.answer = match result {
+            Ok(_) => Answer::Answered,
+            Err(verdict) => Answer::of(verdict),
+        };
     }
 }
 
@@ -87,15 +84,14 @@ impl Drop for OnWire<'_> {
         let now = Instant::now();
         self.limiter
             .finished(self.class, &self.key, self.started, now);
-        if let Some(slots) = self.slots {
-            slots.finished(now.duration_since(self.started), self.answer, now);
-            if slots.owes() {
-                if let Some(permit) = self.permit.take() {
-                    permit.forget();
-                }
-                if let Some(permit) = self.reserved.take() {
-                    permit.forget();
-                }
+        if let Some(slots) = self.slots
+            && slots.finished(now.duration_since(self.started), self.answer, now)
+        {
+            if let Some(permit) = self.permit.take() {
+                permit.forget();
+            }
+            if let Some(permit) = self.reserved.take() {
+                permit.forget();
             }
         }
     }
